@@ -1,0 +1,791 @@
+#include "session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "addon.h"
+#include "logger.h"
+#include "model.h"
+#include "mtmd-helper.h"
+#include "projector.h"
+#include "worker.h"
+
+namespace cospot {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MillisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+bool OnAbortCheck(void * data) { return static_cast<std::atomic<bool> *>(data)->load(); }
+
+// What a failed or aborted operation restores, so the session is as it was before the call.
+struct Checkpoint {
+  explicit Checkpoint(const Sequence & sequence) : saved(sequence) {}
+  Sequence saved;
+};
+
+void Restore(SessionState & state, int seq_id, const Checkpoint & checkpoint) {
+  llama_memory_seq_rm(llama_get_memory(state.context), seq_id, checkpoint.saved.cached, -1);
+  state.sequences[seq_id] = checkpoint.saved;
+}
+
+void ThrowIfAborted(const SessionState & state) {
+  if (state.abort.load()) throw Failure{code::kAborted, "the operation was aborted"};
+}
+
+int32_t ContextRoom(const SessionState & state, const Sequence & sequence) {
+  return static_cast<int32_t>(llama_n_ctx_seq(state.context)) - sequence.Position();
+}
+
+Failure ContextFull(const SessionState & state, int32_t needed, int32_t room) {
+  return Failure{code::kContextFull, "the context is full: " + std::to_string(needed) + " more tokens do not fit in the " +
+                                         std::to_string(room) + " left of " +
+                                         std::to_string(llama_n_ctx_seq(state.context)) +
+                                         "; shorten the input or create the session with a larger contextSize"};
+}
+
+Failure DecodeFailure(const SessionState & state, int32_t status, const LogCapture & capture) {
+  if (status == 2 || state.abort.load()) return Failure{code::kAborted, "the operation was aborted"};
+  if (status == 1) return Failure{code::kContextFull, "the context has no room for this batch; use a larger contextSize"};
+  if (capture.text().find("out of memory") != std::string::npos) {
+    return Failure{code::kGpuMemory, capture.Explain("out of device memory while evaluating")};
+  }
+  return Failure{code::kNative, capture.Explain("llama_decode failed with status " + std::to_string(status))};
+}
+
+// Decodes tokens at the end of a sequence, in batches of n_batch; the logits of the last token are
+// kept when asked for. Throws Failure; the caller restores its checkpoint.
+void DecodeTokens(SessionState & state, int seq_id, const std::vector<llama_token> & tokens, bool want_logits,
+                  int * decode_calls = nullptr) {
+  Sequence & sequence = state.sequences[seq_id];
+  const int32_t n_batch = static_cast<int32_t>(llama_n_batch(state.context));
+  llama_batch batch = llama_batch_init(n_batch, 0, 1);
+  LogCapture capture;
+  try {
+    for (size_t start = 0; start < tokens.size(); start += n_batch) {
+      ThrowIfAborted(state);
+      const size_t end = std::min(tokens.size(), start + static_cast<size_t>(n_batch));
+      batch.n_tokens = 0;
+      for (size_t i = start; i < end; i++) {
+        const int32_t k = batch.n_tokens++;
+        batch.token[k] = tokens[i];
+        batch.pos[k] = sequence.cached + static_cast<int32_t>(i - start);
+        batch.n_seq_id[k] = 1;
+        batch.seq_id[k][0] = seq_id;
+        batch.logits[k] = want_logits && i + 1 == tokens.size();
+      }
+      const int32_t status = llama_decode(state.context, batch);
+      if (decode_calls != nullptr) (*decode_calls)++;
+      if (status != 0) throw DecodeFailure(state, status, capture);
+      sequence.cached += batch.n_tokens;
+    }
+    if (want_logits && !tokens.empty()) {
+      const float * logits = llama_get_logits_ith(state.context, -1);
+      const int32_t n_vocab = llama_vocab_n_tokens(state.model->vocab);
+      sequence.logits.assign(logits, logits + n_vocab);
+      sequence.logits_position = sequence.cached;
+    }
+  } catch (...) {
+    llama_batch_free(batch);
+    throw;
+  }
+  llama_batch_free(batch);
+}
+
+// Moves a sequence's pending tokens into the cache.
+void FlushPending(SessionState & state, int seq_id, bool want_logits, int * decode_calls = nullptr) {
+  Sequence & sequence = state.sequences[seq_id];
+  if (sequence.pending.empty()) return;
+  std::vector<llama_token> pending;
+  pending.swap(sequence.pending);
+  DecodeTokens(state, seq_id, pending, want_logits, decode_calls);
+}
+
+// Text produced by generation: holds back what could be an incomplete UTF-8 character or the start
+// of a stop string, so what is streamed never has to be taken back.
+class TextStream {
+ public:
+  explicit TextStream(std::vector<std::string> stops) : stops_(std::move(stops)) {
+    for (const std::string & stop : stops_) longest_stop_ = std::max(longest_stop_, stop.size());
+  }
+
+  // Appends a piece; true when a stop string now appears (the text is cut before it).
+  bool Append(const std::string & piece) {
+    const size_t search_from = text_.size() > longest_stop_ ? text_.size() - longest_stop_ : 0;
+    text_ += piece;
+    size_t cut = std::string::npos;
+    for (const std::string & stop : stops_) {
+      if (stop.empty()) continue;
+      cut = std::min(cut, text_.find(stop, search_from));
+    }
+    if (cut == std::string::npos) return false;
+    text_.resize(cut);
+    return true;
+  }
+
+  // The text not yet emitted that is safe to emit now (everything when `final`).
+  std::string TakeEmittable(bool final) {
+    size_t end = text_.size();
+    if (!final) {
+      end = CompleteUtf8End(end);
+      for (const std::string & stop : stops_) {
+        for (size_t k = std::min(stop.size() - 1, end); k > 0; k--) {
+          if (text_.compare(end - k, k, stop, 0, k) == 0) {
+            end -= k;
+            break;
+          }
+        }
+      }
+    }
+    if (end <= emitted_) return "";
+    std::string out = text_.substr(emitted_, end - emitted_);
+    emitted_ = end;
+    return out;
+  }
+
+  const std::string & text() const { return text_; }
+
+ private:
+  // The end of the text less a trailing, incomplete UTF-8 sequence.
+  size_t CompleteUtf8End(size_t end) const {
+    for (size_t back = 1; back <= 4 && back <= end; back++) {
+      const unsigned char byte = static_cast<unsigned char>(text_[end - back]);
+      if ((byte & 0xC0) == 0x80) continue;  // continuation byte: look further back
+      size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3 : (byte >> 3) == 0x1E ? 4 : 1;
+      return length > back ? end - back : end;
+    }
+    return end;
+  }
+
+  std::vector<std::string> stops_;
+  size_t longest_stop_ = 0;
+  std::string text_;
+  size_t emitted_ = 0;
+};
+
+std::string TokenPiece(const llama_vocab * vocab, llama_token token) {
+  char buffer[256];
+  int32_t n = llama_token_to_piece(vocab, token, buffer, sizeof(buffer), 0, false);
+  if (n >= 0) return std::string(buffer, n);
+  std::string piece(-n, '\0');
+  n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
+  piece.resize(std::max(n, 0));
+  return piece;
+}
+
+}  // namespace
+
+// Base of every worker on an existing session: keeps the state and the JS object alive, marks the
+// session busy while it runs, and restores the sequence when the work fails or is aborted.
+class SessionWorker : public PromiseWorker {
+ public:
+  SessionWorker(Napi::Env env, const char * name, Session * owner, std::shared_ptr<SessionState> state, int seq_id)
+      : PromiseWorker(env, name), owner_(owner), state_(std::move(state)), seq_id_(seq_id) {
+    owner_ref_ = Napi::Persistent(owner->Value());
+    owner_->busy_ = true;
+    state_->abort.store(false);
+  }
+
+ protected:
+  virtual void Work() = 0;
+
+  void Run() final {
+    Checkpoint checkpoint(state_->sequences[seq_id_]);
+    try {
+      Work();
+    } catch (...) {
+      Restore(*state_, seq_id_, checkpoint);
+      throw;
+    }
+  }
+
+  Sequence & sequence() { return state_->sequences[seq_id_]; }
+
+  Session * owner_;
+  Napi::ObjectReference owner_ref_;
+  std::shared_ptr<SessionState> state_;
+  const int seq_id_;
+
+ private:
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    owner_->busy_ = false;
+    PromiseWorker::OnWorkComplete(env, status);
+  }
+};
+
+class SessionCreateWorker : public PromiseWorker {
+ public:
+  SessionCreateWorker(Napi::Env env, Session * owner, std::shared_ptr<ModelHandle> model, llama_context_params params)
+      : PromiseWorker(env, "chain-of-spot:session.create"), owner_(owner), model_(std::move(model)), params_(params) {
+    owner_ref_ = Napi::Persistent(owner->Value());
+  }
+
+ protected:
+  void Run() override {
+    LogCapture capture;
+    llama_context * context = llama_init_from_model(model_->model, params_);
+    if (context == nullptr) {
+      const bool oom = capture.text().find("out of memory") != std::string::npos ||
+                       capture.text().find("failed to allocate") != std::string::npos;
+      throw Failure{oom ? code::kGpuMemory : code::kNative,
+                    capture.Explain("llama.cpp could not create a context of " + std::to_string(params_.n_ctx) +
+                                    " tokens; try a smaller contextSize")};
+    }
+    state_ = std::make_shared<SessionState>(context, model_, static_cast<int>(params_.n_seq_max));
+    llama_set_abort_callback(context, OnAbortCheck, &state_->abort);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    if (owner_->disposed_) {
+      state_.reset();
+      ThrowCoded(env, code::kDisposed, "the session was disposed while it was being created");
+    }
+    owner_->state_ = std::move(state_);
+    return env.Undefined();
+  }
+
+ private:
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    owner_->creating_ = false;
+    PromiseWorker::OnWorkComplete(env, status);
+  }
+
+  Session * owner_;
+  Napi::ObjectReference owner_ref_;
+  std::shared_ptr<ModelHandle> model_;
+  llama_context_params params_;
+  std::shared_ptr<SessionState> state_;
+};
+
+class EvaluateWorker : public SessionWorker {
+ public:
+  EvaluateWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, int seq_id,
+                 std::vector<llama_token> tokens)
+      : SessionWorker(env, "chain-of-spot:session.evaluate", owner, std::move(state), seq_id),
+        tokens_(std::move(tokens)) {}
+
+ protected:
+  void Work() override {
+    const auto start = Clock::now();
+    const int32_t room = ContextRoom(*state_, sequence());
+    if (static_cast<int32_t>(tokens_.size()) > room) throw ContextFull(*state_, tokens_.size(), room);
+    std::vector<llama_token> all = sequence().pending;
+    all.insert(all.end(), tokens_.begin(), tokens_.end());
+    sequence().pending.clear();
+    DecodeTokens(*state_, seq_id_, all, true, &decode_calls_);
+    milliseconds_ = MillisecondsSince(start);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("position", sequence().Position());
+    result.Set("tokens", static_cast<double>(tokens_.size()));
+    result.Set("decodeCalls", decode_calls_);
+    result.Set("ms", milliseconds_);
+    return result;
+  }
+
+ private:
+  std::vector<llama_token> tokens_;
+  int decode_calls_ = 0;
+  double milliseconds_ = 0;
+};
+
+class EvaluateImageWorker : public SessionWorker {
+ public:
+  EvaluateImageWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, int seq_id,
+                      std::shared_ptr<ProjectorHandle> projector, std::vector<unsigned char> pixels, uint32_t width,
+                      uint32_t height)
+      : SessionWorker(env, "chain-of-spot:session.evaluateImage", owner, std::move(state), seq_id),
+        projector_(std::move(projector)),
+        pixels_(std::move(pixels)),
+        width_(width),
+        height_(height) {}
+
+ protected:
+  void Work() override {
+    const int32_t room = ContextRoom(*state_, sequence());
+    if (projector_->tokens_per_image > room) throw ContextFull(*state_, projector_->tokens_per_image, room);
+    FlushPending(*state_, seq_id_, false);
+
+    std::lock_guard<std::mutex> lock(projector_->encode_mutex);  // guards mtmd's output buffer too
+    mtmd_bitmap * bitmap = mtmd_bitmap_init(width_, height_, pixels_.data());
+    mtmd_input_chunks * chunks = mtmd_input_chunks_init();
+    try {
+      EvaluateBitmap(bitmap, chunks);
+    } catch (...) {
+      mtmd_input_chunks_free(chunks);
+      mtmd_bitmap_free(bitmap);
+      throw;
+    }
+    mtmd_input_chunks_free(chunks);
+    mtmd_bitmap_free(bitmap);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("position", sequence().Position());
+    result.Set("tokens", image_tokens_);
+    result.Set("encodeMs", encode_ms_);
+    result.Set("decodeMs", decode_ms_);
+    return result;
+  }
+
+ private:
+  void EvaluateBitmap(mtmd_bitmap * bitmap, mtmd_input_chunks * chunks) {
+    mtmd_context * mtmd = projector_->context;
+    LogCapture capture;
+    mtmd_input_text text = {mtmd_default_marker(), std::strlen(mtmd_default_marker()), false, true};
+    const mtmd_bitmap * bitmaps[] = {bitmap};
+    if (mtmd_tokenize(mtmd, chunks, &text, bitmaps, 1) != 0) {
+      throw Failure{code::kImage, capture.Explain("the projector could not preprocess the image")};
+    }
+    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(state_->context));
+    for (size_t i = 0; i < mtmd_input_chunks_size(chunks); i++) {
+      ThrowIfAborted(*state_);
+      const mtmd_input_chunk * chunk = mtmd_input_chunks_get(chunks, i);
+      if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+        size_t n_tokens = 0;
+        const llama_token * tokens = mtmd_input_chunk_get_tokens_text(chunk, &n_tokens);
+        DecodeTokens(*state_, seq_id_, std::vector<llama_token>(tokens, tokens + n_tokens), false);
+        continue;
+      }
+      const int32_t n_tokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+      if (n_tokens > ContextRoom(*state_, sequence())) throw ContextFull(*state_, n_tokens, ContextRoom(*state_, sequence()));
+      auto start = Clock::now();
+      if (mtmd_encode_chunk(mtmd, chunk) != 0) {
+        throw Failure{code::kImage, capture.Explain("the projector failed to encode the image")};
+      }
+      encode_ms_ += MillisecondsSince(start);
+      ThrowIfAborted(*state_);
+      start = Clock::now();
+      llama_pos new_position = 0;
+      const int32_t status = mtmd_helper_decode_image_chunk(mtmd, state_->context, chunk, mtmd_get_output_embd(mtmd),
+                                                            sequence().cached, seq_id_, n_batch, &new_position,
+                                                            nullptr, nullptr);
+      if (status != 0) throw DecodeFailure(*state_, status == 1 ? 3 : status, capture);
+      decode_ms_ += MillisecondsSince(start);
+      sequence().cached = new_position;
+      image_tokens_ += n_tokens;
+    }
+  }
+
+  std::shared_ptr<ProjectorHandle> projector_;
+  std::vector<unsigned char> pixels_;
+  uint32_t width_;
+  uint32_t height_;
+  int32_t image_tokens_ = 0;
+  double encode_ms_ = 0;
+  double decode_ms_ = 0;
+};
+
+struct GenerateOptions {
+  int32_t max_tokens = 128;
+  float temperature = 0.0f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  uint32_t seed = 0;
+  std::string grammar;
+  std::vector<std::string> stops;
+  bool stream = false;
+};
+
+class GenerateWorker : public SessionWorker {
+ public:
+  GenerateWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, int seq_id,
+                 GenerateOptions options, Napi::Value on_text)
+      : SessionWorker(env, "chain-of-spot:session.generate", owner, std::move(state), seq_id),
+        options_(std::move(options)),
+        text_(options_.stops) {
+    if (options_.stream && on_text.IsFunction()) {
+      on_text_ = Napi::ThreadSafeFunction::New(env, on_text.As<Napi::Function>(), "chain-of-spot:text", 0, 1);
+      streaming_ = true;
+    }
+  }
+
+  ~GenerateWorker() override {
+    if (streaming_) on_text_.Release();
+  }
+
+ protected:
+  void Work() override {
+    const auto start = Clock::now();
+    const llama_vocab * vocab = state_->model->vocab;
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    MakeSamplers(vocab);
+
+    if (!sequence().pending.empty()) FlushPending(*state_, seq_id_, true, &decode_calls_);
+    if (!sequence().LogitsCurrent()) {
+      throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
+    }
+
+    std::vector<llama_token_data> candidates(n_vocab);
+    std::vector<llama_token_data> forced_probe(n_vocab);
+    while (finish_reason_.empty()) {
+      ThrowIfAborted(*state_);
+      // Sample a token from the last logits (the grammar, if any, masks first).
+      const float * logits = sequence().logits.data();
+      for (llama_token id = 0; id < n_vocab; id++) candidates[id] = llama_token_data{id, logits[id], 0.0f};
+      llama_token_data_array array = {candidates.data(), candidates.size(), -1, false};
+      if (samplers_.grammar) llama_sampler_apply(samplers_.grammar, &array);
+      llama_sampler_apply(samplers_.chain, &array);
+      if (array.selected < 0 || array.selected >= static_cast<int64_t>(array.size)) {
+        throw Failure{code::kNative, "the sampler selected no token"};
+      }
+      Take(vocab, array.data[array.selected].id, true);
+
+      // Tokens the grammar allows alone need no sampling: they join the sampled one in one batch.
+      while (finish_reason_.empty() && samplers_.grammar) {
+        llama_token forced = SingleAllowedToken(samplers_.grammar, forced_probe, n_vocab);
+        if (forced == LLAMA_TOKEN_NULL) break;
+        Take(vocab, forced, false);
+      }
+      if (!finish_reason_.empty()) break;
+
+      const int32_t room = static_cast<int32_t>(llama_n_ctx_seq(state_->context)) - sequence().cached;
+      if (static_cast<int32_t>(sequence().pending.size()) > room) {
+        throw ContextFull(*state_, sequence().pending.size(), room);
+      }
+      FlushPending(*state_, seq_id_, true, &decode_calls_);
+    }
+    Emit(true);
+    milliseconds_ = MillisecondsSince(start);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    Napi::Int32Array tokens = Napi::Int32Array::New(env, generated_.size());
+    std::copy(generated_.begin(), generated_.end(), tokens.Data());
+    result.Set("tokens", tokens);
+    result.Set("text", text_.text());
+    result.Set("finishReason", finish_reason_);
+    result.Set("sampledTokens", sampled_);
+    result.Set("decodeCalls", decode_calls_);
+    result.Set("position", sequence().Position());
+    result.Set("ms", milliseconds_);
+    return result;
+  }
+
+ private:
+  // The sampler chain and the optional grammar, freed with the worker whatever happens.
+  struct Samplers {
+    Samplers() = default;
+    Samplers(const Samplers &) = delete;
+    Samplers & operator=(const Samplers &) = delete;
+    ~Samplers() {
+      if (grammar) llama_sampler_free(grammar);
+      if (chain) llama_sampler_free(chain);
+    }
+    llama_sampler * chain = nullptr;
+    llama_sampler * grammar = nullptr;
+  };
+
+  void MakeSamplers(const llama_vocab * vocab) {
+    if (!options_.grammar.empty()) {
+      LogCapture capture;
+      samplers_.grammar = llama_sampler_init_grammar(vocab, options_.grammar.c_str(), "root");
+      if (samplers_.grammar == nullptr) {
+        throw Failure{code::kGrammar, capture.Explain("the GBNF grammar does not parse (its start rule must be `root`)")};
+      }
+    }
+    samplers_.chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (options_.temperature <= 0.0f) {
+      llama_sampler_chain_add(samplers_.chain, llama_sampler_init_greedy());
+    } else {
+      if (options_.top_k > 0) llama_sampler_chain_add(samplers_.chain, llama_sampler_init_top_k(options_.top_k));
+      if (options_.top_p < 1.0f) llama_sampler_chain_add(samplers_.chain, llama_sampler_init_top_p(options_.top_p, 1));
+      llama_sampler_chain_add(samplers_.chain, llama_sampler_init_temp(options_.temperature));
+      llama_sampler_chain_add(samplers_.chain, llama_sampler_init_dist(options_.seed));
+    }
+  }
+
+  // The only token the grammar admits next, or LLAMA_TOKEN_NULL when there are several (or none).
+  static llama_token SingleAllowedToken(llama_sampler * grammar, std::vector<llama_token_data> & probe, int32_t n_vocab) {
+    for (llama_token id = 0; id < n_vocab; id++) probe[id] = llama_token_data{id, 0.0f, 0.0f};
+    llama_token_data_array array = {probe.data(), probe.size(), -1, false};
+    llama_sampler_apply(grammar, &array);
+    llama_token allowed = LLAMA_TOKEN_NULL;
+    for (size_t i = 0; i < array.size; i++) {
+      if (std::isinf(array.data[i].logit)) continue;
+      if (allowed != LLAMA_TOKEN_NULL) return LLAMA_TOKEN_NULL;
+      allowed = array.data[i].id;
+    }
+    return allowed;
+  }
+
+  // Records a chosen token: ends on end-of-generation, a stop string or the token limit.
+  void Take(const llama_vocab * vocab, llama_token token, bool sampled) {
+    if (sampled) sampled_++;
+    if (llama_vocab_is_eog(vocab, token)) {
+      finish_reason_ = "eos";  // not decoded: the caller's template adds its own end-of-turn token
+      return;
+    }
+    llama_sampler_accept(samplers_.chain, token);
+    if (samplers_.grammar) llama_sampler_accept(samplers_.grammar, token);
+    generated_.push_back(token);
+    sequence().pending.push_back(token);
+    if (text_.Append(TokenPiece(vocab, token))) {
+      finish_reason_ = "stop";
+      return;
+    }
+    Emit(false);
+    if (static_cast<int32_t>(generated_.size()) >= options_.max_tokens) finish_reason_ = "length";
+  }
+
+  void Emit(bool final) {
+    if (!streaming_) return;
+    std::string piece = text_.TakeEmittable(final);
+    if (piece.empty()) return;
+    on_text_.NonBlockingCall(new std::string(std::move(piece)), [](Napi::Env env, Napi::Function fn, std::string * text) {
+      fn.Call({Napi::String::New(env, *text)});
+      delete text;
+    });
+  }
+
+  GenerateOptions options_;
+  TextStream text_;
+  Napi::ThreadSafeFunction on_text_;
+  bool streaming_ = false;
+  Samplers samplers_;  // declared after options_: built in Work()
+  std::vector<llama_token> generated_;
+  std::string finish_reason_;
+  int sampled_ = 0;
+  int decode_calls_ = 0;
+  double milliseconds_ = 0;
+};
+
+}  // namespace cospot
+
+namespace cospot {
+
+Napi::Function Session::Define(Napi::Env env) {
+  return DefineClass(env, "Session",
+                     {
+                         InstanceMethod<&Session::Create>("create"),
+                         InstanceMethod<&Session::Info>("info"),
+                         InstanceMethod<&Session::Evaluate>("evaluate"),
+                         InstanceMethod<&Session::EvaluateImage>("evaluateImage"),
+                         InstanceMethod<&Session::Generate>("generate"),
+                         InstanceMethod<&Session::Position>("position"),
+                         InstanceMethod<&Session::Truncate>("truncate"),
+                         InstanceMethod<&Session::CopySequence>("copySequence"),
+                         InstanceMethod<&Session::Clear>("clear"),
+                         InstanceMethod<&Session::Logits>("logits"),
+                         InstanceMethod<&Session::Abort>("abort"),
+                         InstanceMethod<&Session::Dispose>("dispose"),
+                     });
+}
+
+Session::Session(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Session>(info) {}
+
+std::shared_ptr<SessionState> Session::Ready(Napi::Env env) const {
+  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
+  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
+  if (busy_) throw Napi::Error::New(env, "the session is busy: one native operation runs at a time");
+  return state_;
+}
+
+Sequence & Session::SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const {
+  const int32_t seq_id = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : 0;
+  if (seq_id < 0 || seq_id >= static_cast<int32_t>(state->sequences.size())) {
+    throw Napi::RangeError::New(env, "sequence must be in [0, " + std::to_string(state->sequences.size()) + ")");
+  }
+  return state->sequences[seq_id];
+}
+
+// create(model, { contextSize, batchSize, threads, sequences }) -> Promise<void>
+Napi::Value Session::Create(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
+  if (creating_ || state_) throw Napi::Error::New(env, "create() may be called once per native Session");
+  std::shared_ptr<ModelHandle> model = Model::FromValue(env, info[0])->Handle(env);
+  Napi::Object options = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = OptionOr<uint32_t>(options, "contextSize", 2048);
+  params.n_batch = OptionOr<uint32_t>(options, "batchSize", 512);
+  params.n_ubatch = params.n_batch;
+  params.n_seq_max = std::max<uint32_t>(1, OptionOr<uint32_t>(options, "sequences", 1));
+  const int32_t threads = OptionOr<int32_t>(options, "threads", static_cast<int32_t>(std::thread::hardware_concurrency()));
+  params.n_threads = std::max(1, threads);
+  params.n_threads_batch = params.n_threads;
+  params.kv_unified = true;  // sequences share one cache: copying a prefix costs nothing
+  params.no_perf = true;
+
+  creating_ = true;
+  auto * worker = new SessionCreateWorker(env, this, std::move(model), params);
+  return worker->Start();
+}
+
+Napi::Value Session::Info(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
+  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("contextSize", llama_n_ctx_seq(state_->context));
+  result.Set("batchSize", llama_n_batch(state_->context));
+  result.Set("sequences", static_cast<double>(state_->sequences.size()));
+  return result;
+}
+
+// evaluate(tokens: Int32Array, sequence) -> Promise<{ position, tokens, decodeCalls, ms }>
+Napi::Value Session::Evaluate(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+  }
+  Napi::Int32Array array = info[0].As<Napi::Int32Array>();
+  const int32_t n_vocab = llama_vocab_n_tokens(state->model->vocab);
+  std::vector<llama_token> tokens(array.Data(), array.Data() + array.ElementLength());
+  for (llama_token token : tokens) {
+    if (token < 0 || token >= n_vocab) throw Napi::RangeError::New(env, "token id out of range");
+  }
+  Sequence & sequence = SequenceArg(env, state, info[1]);
+  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  auto * worker = new EvaluateWorker(env, this, std::move(state), seq_id, std::move(tokens));
+  return worker->Start();
+}
+
+// evaluateImage(projector, rgb: Uint8Array, width, height, sequence) -> Promise<{ position, tokens, encodeMs, decodeMs }>
+Napi::Value Session::EvaluateImage(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  std::shared_ptr<ProjectorHandle> projector = Projector::FromValue(env, info[0])->Handle(env);
+  if (projector->model != state->model) {
+    ThrowCoded(env, code::kProjectorMismatch, "the projector was loaded for another model than this session's");
+  }
+  if (!projector->supports_vision) ThrowCoded(env, code::kProjectorLoad, "this projector has no vision encoder");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, "pixels must be a Uint8Array of RGB bytes");
+  }
+  Napi::Uint8Array pixels = info[1].As<Napi::Uint8Array>();
+  const double width = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  const double height = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 0;
+  if (!(width >= 1 && height >= 1 && width <= 65535 && height <= 65535) || width != std::floor(width) ||
+      height != std::floor(height)) {
+    ThrowCoded(env, code::kImage, "image width and height must be whole numbers from 1 to 65535");
+  }
+  if (pixels.ElementLength() != static_cast<size_t>(width) * static_cast<size_t>(height) * 3) {
+    ThrowCoded(env, code::kImage, "pixels must hold width * height * 3 bytes (RGB)");
+  }
+  Sequence & sequence = SequenceArg(env, state, info[4]);
+  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  auto * worker = new EvaluateImageWorker(env, this, std::move(state), seq_id, std::move(projector),
+                                          std::vector<unsigned char>(pixels.Data(), pixels.Data() + pixels.ElementLength()),
+                                          static_cast<uint32_t>(width), static_cast<uint32_t>(height));
+  return worker->Start();
+}
+
+// generate({ maxTokens, temperature, topK, topP, seed, grammar, stop, stream }, sequence, onText?) -> Promise<result>
+Napi::Value Session::Generate(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  Napi::Object options = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  GenerateOptions parsed;
+  parsed.max_tokens = OptionOr<int32_t>(options, "maxTokens", parsed.max_tokens);
+  parsed.temperature = static_cast<float>(OptionOr<double>(options, "temperature", parsed.temperature));
+  parsed.top_k = OptionOr<int32_t>(options, "topK", parsed.top_k);
+  parsed.top_p = static_cast<float>(OptionOr<double>(options, "topP", parsed.top_p));
+  parsed.seed = OptionOr<uint32_t>(options, "seed", parsed.seed);
+  parsed.grammar = OptionOr<std::string>(options, "grammar", "");
+  parsed.stream = info[2].IsFunction();
+  Napi::Value stop = options.Get("stop");
+  if (stop.IsArray()) {
+    Napi::Array stops = stop.As<Napi::Array>();
+    for (uint32_t i = 0; i < stops.Length(); i++) {
+      if (!stops.Get(i).IsString()) throw Napi::TypeError::New(env, "stop must be an array of strings");
+      parsed.stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
+  if (parsed.max_tokens < 1) throw Napi::RangeError::New(env, "maxTokens must be at least 1");
+  Sequence & sequence = SequenceArg(env, state, info[1]);
+  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  auto * worker = new GenerateWorker(env, this, std::move(state), seq_id, std::move(parsed), info[2]);
+  return worker->Start();
+}
+
+Napi::Value Session::Position(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
+  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
+  return Napi::Number::New(env, SequenceArg(env, state_, info[0]).Position());
+}
+
+// truncate(position, sequence): forget everything from `position` on.
+Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  Sequence & sequence = SequenceArg(env, state, info[1]);
+  const double position = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(position >= 0 && position <= sequence.Position()) || position != std::floor(position)) {
+    throw Napi::RangeError::New(env, "position must be a whole number from 0 to " + std::to_string(sequence.Position()));
+  }
+  const int32_t target = static_cast<int32_t>(position);
+  if (target >= sequence.cached) {
+    sequence.pending.resize(target - sequence.cached);
+  } else {
+    const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+    llama_memory_seq_rm(llama_get_memory(state->context), seq_id, target, -1);
+    sequence.cached = target;
+    sequence.pending.clear();
+  }
+  return env.Undefined();
+}
+
+// copySequence(source, destination): the destination becomes a copy of the source (cache shared).
+Napi::Value Session::CopySequence(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  Sequence & source = SequenceArg(env, state, info[0]);
+  Sequence & destination = SequenceArg(env, state, info[1]);
+  if (&source == &destination) return env.Undefined();
+  const int src = static_cast<int>(&source - state->sequences.data());
+  const int dst = static_cast<int>(&destination - state->sequences.data());
+  llama_memory_t memory = llama_get_memory(state->context);
+  llama_memory_seq_rm(memory, dst, -1, -1);
+  llama_memory_seq_cp(memory, src, dst, -1, -1);
+  destination = source;
+  return env.Undefined();
+}
+
+Napi::Value Session::Clear(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  llama_memory_clear(llama_get_memory(state->context), true);
+  for (Sequence & sequence : state->sequences) sequence = Sequence{};
+  return env.Undefined();
+}
+
+// logits(sequence) -> Float32Array | null: the logits predicting the token at position().
+Napi::Value Session::Logits(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  Sequence & sequence = SequenceArg(env, state, info[0]);
+  if (!sequence.LogitsCurrent()) return env.Null();
+  Napi::Float32Array result = Napi::Float32Array::New(env, sequence.logits.size());
+  std::copy(sequence.logits.begin(), sequence.logits.end(), result.Data());
+  return result;
+}
+
+Napi::Value Session::Abort(const Napi::CallbackInfo & info) {
+  if (state_) state_->abort.store(true);
+  return info.Env().Undefined();
+}
+
+Napi::Value Session::Dispose(const Napi::CallbackInfo & info) {
+  disposed_ = true;
+  if (state_) state_->abort.store(true);  // a running worker stops soon and frees the context
+  state_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace cospot

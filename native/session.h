@@ -1,0 +1,73 @@
+// Session: a llama.cpp context (KV cache) over a Model, holding one or more sequences.
+// JS: lib/session.ts wraps it and queues calls, so one native operation runs at a time.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "handles.h"
+
+namespace cospot {
+
+// One sequence of the context. Tokens the generator sampled are not decoded at once: they are
+// "pending" and go into the cache with the next evaluation, in the same batch (one decode fewer).
+struct Sequence {
+  int32_t cached = 0;                    // positions in the KV cache
+  std::vector<llama_token> pending;      // sampled, not yet decoded; follow `cached`
+  std::vector<float> logits;             // logits after the last decoded token ...
+  int32_t logits_position = -1;          // ... which `cached` was when they were computed
+
+  // Whether `logits` predict the token at Position(), as generation needs.
+  bool LogitsCurrent() const { return pending.empty() && cached > 0 && logits_position == cached; }
+
+  int32_t Position() const { return cached + static_cast<int32_t>(pending.size()); }
+};
+
+struct SessionState {
+  SessionState(llama_context * context, std::shared_ptr<ModelHandle> model, int sequences)
+      : context(context), model(std::move(model)), sequences(sequences) {}
+  ~SessionState() { llama_free(context); }
+  SessionState(const SessionState &) = delete;
+  SessionState & operator=(const SessionState &) = delete;
+
+  llama_context * const context;
+  const std::shared_ptr<ModelHandle> model;
+  std::vector<Sequence> sequences;
+  std::atomic<bool> abort{false};
+};
+
+class Session : public Napi::ObjectWrap<Session> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Session(const Napi::CallbackInfo & info);
+
+ private:
+  friend class SessionCreateWorker;
+  friend class SessionWorker;
+  Napi::Value Create(const Napi::CallbackInfo & info);
+  Napi::Value Info(const Napi::CallbackInfo & info);
+  Napi::Value Evaluate(const Napi::CallbackInfo & info);
+  Napi::Value EvaluateImage(const Napi::CallbackInfo & info);
+  Napi::Value Generate(const Napi::CallbackInfo & info);
+  Napi::Value Position(const Napi::CallbackInfo & info);
+  Napi::Value Truncate(const Napi::CallbackInfo & info);
+  Napi::Value CopySequence(const Napi::CallbackInfo & info);
+  Napi::Value Clear(const Napi::CallbackInfo & info);
+  Napi::Value Logits(const Napi::CallbackInfo & info);
+  Napi::Value Abort(const Napi::CallbackInfo & info);
+  Napi::Value Dispose(const Napi::CallbackInfo & info);
+
+  // The state for a call on the JS thread: throws if disposed, not created, or busy.
+  std::shared_ptr<SessionState> Ready(Napi::Env env) const;
+  Sequence & SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const;
+
+  std::shared_ptr<SessionState> state_;
+  bool busy_ = false;
+  bool creating_ = false;
+  bool disposed_ = false;
+};
+
+}  // namespace cospot
