@@ -1,0 +1,325 @@
+/**
+ * The region box of Chain-of-Spot: what the model answers in turn one, how it is written, how a
+ * model's free-form answer is read back, and a grammar that makes the model write it exactly as the
+ * reference was trained to.
+ */
+
+/**
+ * A region, as fractions in [0, 1] of the image padded to a square (see {@link paddedSquare}):
+ * `left`/`right` along the width, `top`/`bottom` along the height, `left <= right`, `top <= bottom`.
+ * This is the frame the reference's boxes live in, because LLaVA-1.5 sees the padded square.
+ */
+export interface Box {
+  readonly left: number;
+  readonly top: number;
+  readonly right: number;
+  readonly bottom: number;
+}
+
+/** A width and height in pixels. */
+export interface ImageSize {
+  readonly width: number;
+  readonly height: number;
+}
+
+/**
+ * Where an image sits inside the square it is padded to: the square's `side` = max(width, height),
+ * and the offset of the image's top-left corner in it.
+ */
+export interface PaddedSquare {
+  readonly side: number;
+  readonly left: number;
+  readonly top: number;
+}
+
+/** A box read from the model's answer. */
+export interface ModelBox {
+  readonly box: Box;
+  readonly source: 'model';
+}
+
+/** The whole image, used when the model's answer held no usable box. */
+export interface FallbackBox {
+  readonly box: Box;
+  readonly source: 'fallback';
+}
+
+/** The box turn two zooms into, and where it came from. */
+export type RegionBox = ModelBox | FallbackBox;
+
+/** The whole padded square: `[0.0, 0.0, 1.0, 1.0]`. */
+export const FULL_BOX: Box = Object.freeze({ left: 0, top: 0, right: 1, bottom: 1 });
+
+/** One number of the reference's format: the repr of Python's `round(x, 3)` for x in [0, 1]. */
+const NUMBER_PATTERN = String.raw`(?:0\.0|1\.0|0\.[0-9]{0,2}[1-9])`;
+
+/**
+ * A regular expression equivalent to {@link BOX_GRAMMAR}: what the grammar admits, this matches
+ * (and nothing else). Every {@link formatBox} output matches it, with or without a leading space.
+ */
+export const BOX_PATTERN: RegExp = new RegExp(
+  String.raw`^ ?\[${NUMBER_PATTERN}, ${NUMBER_PATTERN}, ${NUMBER_PATTERN}, ${NUMBER_PATTERN}\]$`,
+);
+
+/**
+ * A GBNF grammar (llama.cpp's grammar syntax) admitting exactly the reference's box format: Python's
+ * repr of a list of four `round(x, 3)` floats in [0, 1], e.g. `[0.0, 0.072, 0.586, 1.0]`.
+ *
+ * The leading space is optional, not forbidden: turn one's prompt ends with `ASSISTANT:` and the
+ * model writes the separating space itself (its first token is SentencePiece's `▁[`, which decodes
+ * to ` [`). Forbidding it would force the unnatural token `[`; requiring it would reject a model that
+ * skips it. Once the grammar is complete only end-of-generation can follow. It constrains the
+ * format only: `left <= right` is left to {@link parseBox}.
+ */
+export const BOX_GRAMMAR: string = [
+  '# Chain-of-Spot region box: Python repr of [round(l, 3), round(t, 3), round(r, 3), round(b, 3)] in [0, 1].',
+  '# The optional leading space is the one the model writes after "ASSISTANT:".',
+  'root ::= " "? "[" num ", " num ", " num ", " num "]"',
+  'num ::= "0.0" | "1.0" | "0." [0-9]{0,2} [1-9]',
+  '',
+].join('\n');
+
+/**
+ * The square an image of `width` x `height` pixels is padded to, centred as the reference's
+ * `expand2square` does: side = max(width, height), offset `(side - width) // 2` horizontally or
+ * `(side - height) // 2` vertically.
+ *
+ * @throws TypeError / RangeError when a size is not a positive integer.
+ */
+export function paddedSquare(width: number, height: number): PaddedSquare {
+  assertPositiveInteger(width, 'width');
+  assertPositiveInteger(height, 'height');
+  const side = Math.max(width, height);
+  return { side, left: Math.floor((side - width) / 2), top: Math.floor((side - height) / 2) };
+}
+
+/**
+ * Writes a box as the reference does (`str()` of a Python list of `round(x, 3)` floats): each
+ * value rounded to 3 decimals half-to-even on its exact binary value, printed with the fewest
+ * digits but at least one decimal: `[0.0, 0.072, 0.586, 1.0]`.
+ *
+ * @throws TypeError when a coordinate is not a number; RangeError when one is outside [0, 1].
+ */
+export function formatBox(box: Box): string {
+  const values = coordinates(box);
+  for (const value of values) {
+    if (!(value >= 0 && value <= 1)) throw new RangeError(`box coordinates must be within [0, 1], got ${value}`);
+  }
+  return `[${values.map(formatCoordinate).join(', ')}]`;
+}
+
+/** Python's `repr(round(x, 3))` for x in [0, 1]. */
+function formatCoordinate(value: number): string {
+  const rounded = roundTo3(value);
+  const text = String(rounded);
+  return Number.isInteger(rounded) ? `${text}.0` : text;
+}
+
+/**
+ * Python's `round(x, 3)`. `toFixed` rounds the exact binary value correctly, except that it breaks
+ * exact ties upwards where Python breaks them to even. A double is an exact tie at 3 decimals only
+ * when 16x is an odd integer (x = k/16, e.g. 0.0625), so only those need the even rule.
+ */
+function roundTo3(value: number): number {
+  const sixteenths = value * 16;
+  if (Number.isInteger(sixteenths) && sixteenths % 2 !== 0) {
+    const lower = Math.floor(value * 1000); // exact: 1000 * k/16 = 62.5k
+    return (lower % 2 === 0 ? lower : lower + 1) / 1000;
+  }
+  return Number(value.toFixed(3));
+}
+
+// A number as models write them. It may not follow a letter, digit, `_` or `.` (so the 1 of `x1`
+// or the tail of `0.5.6` is no number); a sign counts only where it cannot be a range dash (`0.1-0.5`).
+const NUMBER_SOURCE = String.raw`(?<![\p{L}\p{N}_.])(?:[-+](?=\.?\d))?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?%?`;
+const NUMBER = new RegExp(NUMBER_SOURCE, 'gu');
+// `key: value` / `key = value` / `"key": value` / `key value`, for labelled answers.
+const LABELLED = new RegExp(
+  String.raw`(?<![\p{L}\p{N}_])(x_?min|y_?min|x_?max|y_?max|x[012]|y[012]|left|top|right|bottom|width|height|[xywh])["']?\s*(?:[:=]\s*)?(${NUMBER_SOURCE})`,
+  'giu',
+);
+// The innermost bracketed group: `[...]`, `(...)` or `{...}`.
+const GROUP = /[[({]([^[\](){}]*)[\])}]/g;
+// What may stand between the numbers of a bare run: punctuation, brackets, dashes, "to", "and".
+const RUN_SEPARATOR = /^(?:[\s,;:()[\]{}\-–]|to|and)*$/iu;
+
+/** A number the model wrote, before it is interpreted. */
+interface Written {
+  readonly value: number;
+  readonly percent: boolean;
+}
+
+/**
+ * Reads the box the model wrote in turn one, far more leniently than the reference (which `eval`s
+ * the answer and gives up on anything but its own format). It never throws on any string.
+ *
+ * Accepted, in this order of preference:
+ * 1. labelled values: `x1=0.1 y1=0.2 x2=0.5 y2=0.6`, `{"xmin": .., "ymin": ..}`, `left/top/right/bottom`,
+ *    `x0,y0,x1,y1` (then `x1` is the right edge), or `x, y, w, h`;
+ * 2. the first bracketed group `[...]`, `(...)` or `{...}` holding exactly four numbers;
+ * 3. the first run of exactly four numbers separated only by punctuation, brackets, `to` or `and`
+ *    (so `(x1, y1), (x2, y2)` and bare `0.1 0.2 0.5 0.6` work).
+ *
+ * The four values are then interpreted as:
+ * - percentages, when any has a `%` sign (`45%` is 0.45; all four are then read as percentages);
+ * - fractions of the padded square, when all are at most 1, or when the largest is below 2 and one
+ *   has a fraction (a slightly overshooting fractional box, clamped below);
+ * - otherwise pixels of the ORIGINAL image when `imageSize` is given (what a caller or a model
+ *   means by pixels; the padded square is an internal detail), converted to the padded square with
+ *   the same centring as {@link paddedSquare}; without `imageSize` such a box is rejected, since
+ *   its scale cannot be known.
+ *
+ * Reversed corners are swapped, values are clamped to [0, 1], and a box that is not finite or has
+ * no area (zero width or height after clamping) is rejected: a model that answers a point has not
+ * named a region, and zooming into one pixel would only blur.
+ *
+ * @param text what the model wrote.
+ * @param imageSize the original image's size, to read pixel coordinates.
+ * @returns the box with `source: 'model'`, or `null` when nothing usable was written.
+ * @throws TypeError when `text` is not a string; TypeError / RangeError for a bad `imageSize`.
+ */
+export function parseBox(text: string, imageSize?: ImageSize): ModelBox | null {
+  if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`);
+  const square = imageSize === undefined ? undefined : paddedSquareOf(imageSize);
+  const written = labelledCorners(text) ?? groupOfFour(text) ?? runOfFour(text);
+  if (written === null) return null;
+  const box = interpret(written, square);
+  return box === null ? null : { box, source: 'model' };
+}
+
+/**
+ * {@link parseBox}, falling back to {@link FULL_BOX} with `source: 'fallback'` when the answer held
+ * no usable box, which is where the reference ends up too when its crop fails: zooming into the
+ * whole image.
+ */
+export function parseBoxOrFallback(text: string, imageSize?: ImageSize): RegionBox {
+  return parseBox(text, imageSize) ?? fallbackBox();
+}
+
+/** The whole image as the region, with `source: 'fallback'`. */
+export function fallbackBox(): FallbackBox {
+  return { box: FULL_BOX, source: 'fallback' };
+}
+
+function paddedSquareOf(size: ImageSize): PaddedSquare {
+  if (typeof size !== 'object' || size === null) throw new TypeError('imageSize must be an object { width, height }');
+  return paddedSquare(size.width, size.height);
+}
+
+function numbersIn(text: string): Written[] {
+  return Array.from(text.matchAll(NUMBER), (match) => toWritten(match[0]));
+}
+
+function toWritten(token: string): Written {
+  const percent = token.endsWith('%');
+  return { value: Number.parseFloat(percent ? token.slice(0, -1) : token), percent };
+}
+
+/** Corners from labelled values, or null unless all four edges can be told. */
+function labelledCorners(text: string): Written[] | null {
+  const found = new Map<string, Written>();
+  for (const match of text.matchAll(LABELLED)) {
+    const key = match[1]!.toLowerCase().replace('_', '');
+    if (!found.has(key)) found.set(key, toWritten(match[2]!));
+  }
+  if (found.size < 4) return null;
+  // With an x0 the corners are x0/x1; otherwise x1/x2.
+  const zeroBased = found.has('x0') || found.has('y0');
+  const pick = (...keys: string[]): Written | undefined => keys.map((key) => found.get(key)).find((value) => value !== undefined);
+  const left = pick('xmin', 'left', zeroBased ? 'x0' : 'x1', 'x');
+  const top = pick('ymin', 'top', zeroBased ? 'y0' : 'y1', 'y');
+  const right = pick('xmax', 'right', zeroBased ? 'x1' : 'x2') ?? extent(left, pick('width', 'w'));
+  const bottom = pick('ymax', 'bottom', zeroBased ? 'y1' : 'y2') ?? extent(top, pick('height', 'h'));
+  return left && top && right && bottom ? [left, top, right, bottom] : null;
+}
+
+/** The far edge from a start and a length (`x + w`), in the units they were written in. */
+function extent(start: Written | undefined, length: Written | undefined): Written | undefined {
+  if (start === undefined || length === undefined) return undefined;
+  return { value: start.value + length.value, percent: start.percent || length.percent };
+}
+
+function groupOfFour(text: string): Written[] | null {
+  for (const match of text.matchAll(GROUP)) {
+    const numbers = numbersIn(match[1]!);
+    if (numbers.length === 4) return numbers;
+  }
+  return null;
+}
+
+function runOfFour(text: string): Written[] | null {
+  let run: Written[] = [];
+  let end = 0;
+  for (const match of text.matchAll(NUMBER)) {
+    if (run.length > 0 && !RUN_SEPARATOR.test(text.slice(end, match.index))) {
+      if (run.length === 4) return run;
+      run = [];
+    }
+    run.push(toWritten(match[0]));
+    end = match.index + match[0].length;
+  }
+  return run.length === 4 ? run : null;
+}
+
+/** Scales, orders and clamps four written corners; null when they make no box. */
+function interpret(written: Written[], square: PaddedSquare | undefined): Box | null {
+  let [left, top, right, bottom] = written.map((number) => number.value) as [number, number, number, number];
+  if (![left, top, right, bottom].every(Number.isFinite)) return null;
+  const largest = Math.max(left, top, right, bottom);
+  if (written.some((number) => number.percent)) {
+    [left, top, right, bottom] = [left / 100, top / 100, right / 100, bottom / 100];
+  } else if (largest > 1 && !(largest < 2 && [left, top, right, bottom].some((value) => !Number.isInteger(value)))) {
+    if (square === undefined) return null;
+    const { side, left: offsetX, top: offsetY } = square;
+    [left, top, right, bottom] = [(left + offsetX) / side, (top + offsetY) / side, (right + offsetX) / side, (bottom + offsetY) / side];
+  }
+  const box = orderedBox({ left, top, right, bottom }, clamp01);
+  return box.right > box.left && box.bottom > box.top ? box : null;
+}
+
+/**
+ * A box with its corners put in order (left <= right, top <= bottom) and each coordinate passed
+ * through `map`. Shared with the crop, which reads a reversed box the same way.
+ * @internal
+ */
+export function orderedBox(box: Box, map: (value: number) => number = (value) => value): Box {
+  return {
+    left: map(Math.min(box.left, box.right)),
+    top: map(Math.min(box.top, box.bottom)),
+    right: map(Math.max(box.left, box.right)),
+    bottom: map(Math.max(box.top, box.bottom)),
+  };
+}
+
+function clamp01(value: number): number {
+  return Math.min(1, Math.max(0, value));
+}
+
+/** The four coordinates of a box, checked to be numbers. */
+function coordinates(box: Box): [number, number, number, number] {
+  if (typeof box !== 'object' || box === null) throw new TypeError('box must be an object { left, top, right, bottom }');
+  const values: [number, number, number, number] = [box.left, box.top, box.right, box.bottom];
+  if (!values.every((value) => typeof value === 'number')) {
+    throw new TypeError('box.left, box.top, box.right and box.bottom must be numbers');
+  }
+  return values;
+}
+
+/**
+ * Checks a box's coordinates are numbers (TypeError) and finite (RangeError); returns them.
+ * @internal
+ */
+export function finiteCoordinates(box: Box): [number, number, number, number] {
+  const values = coordinates(box);
+  if (!values.every(Number.isFinite)) throw new RangeError(`box coordinates must be finite, got [${values.join(', ')}]`);
+  return values;
+}
+
+/**
+ * Throws TypeError unless `value` is a number, RangeError unless it is a positive integer.
+ * @internal
+ */
+export function assertPositiveInteger(value: number, name: string): void {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+}
