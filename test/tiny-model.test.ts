@@ -99,12 +99,12 @@ describe('tiny-model', () => {
       for (let i = FIRST_NORMAL_ID + 1; i < vocab.scores.length; i++) assert.ok(vocab.scores[i]! < vocab.scores[i - 1]!);
     });
 
-    it('has every printable ASCII character, alone and after ▁', () => {
+    it('has every printable ASCII character alone, and after ▁ but for digits', () => {
       const pieces = new Set(vocab.tokens);
       for (let c = 0x21; c <= 0x7e; c++) {
         const ch = String.fromCharCode(c);
         assert.ok(pieces.has(ch), ch);
-        assert.ok(pieces.has(SPM_SPACE + ch), SPM_SPACE + ch);
+        assert.equal(pieces.has(SPM_SPACE + ch), !/[0-9]/.test(ch), SPM_SPACE + ch);
       }
       assert.ok(pieces.has(SPM_SPACE));
     });
@@ -115,7 +115,9 @@ describe('tiny-model', () => {
         + 'answers to the questions USER ASSISTANT To answer question what where is region of interest in image Answer '
         + 'color cat sign What Where';
       for (const w of words.split(' ')) assert.ok(pieces.has(SPM_SPACE + w), w);
-      for (const p of ['USER', 'ASSISTANT', '[', ']', ',', `${SPM_SPACE}[`, '0.', '1.0', '.']) assert.ok(pieces.has(p), p);
+      for (const p of ['USER', 'ASSISTANT', '[', ']', ',', `${SPM_SPACE}[`, '.']) assert.ok(pieces.has(p), p);
+      // Digits stand alone, as in LLaMA's vocabulary: no piece joins a digit to anything.
+      for (const piece of vocab.tokens.slice(FIRST_NORMAL_ID)) assert.ok(piece.length === 1 || !/[0-9]/.test(piece), piece);
     });
 
     it('holds every prefix of every piece, so the SPM merges can reach each piece', () => {
@@ -126,15 +128,15 @@ describe('tiny-model', () => {
       }
     });
 
-    it('tokenizes a LLaVA turn into whole words and box pieces', () => {
+    it('tokenizes a LLaVA turn into whole words, and a box into digits and punctuation', () => {
       const text = 'A chat between a curious user and an artificial intelligence assistant. USER: What is the region of interest? '
         + 'ASSISTANT: [0.0, 0.072, 0.586, 1.0]';
       const s = SPM_SPACE;
       assert.deepEqual(spmTokenize(vocab, text), [
         `${s}A`, `${s}chat`, `${s}between`, `${s}a`, `${s}curious`, `${s}user`, `${s}and`, `${s}an`, `${s}artificial`,
         `${s}intelligence`, `${s}assistant`, '.', `${s}USER`, ':', `${s}What`, `${s}is`, `${s}the`, `${s}region`, `${s}of`,
-        `${s}interest`, '?', `${s}ASSISTANT`, ':', `${s}[`, '0.0', ',', `${s}0.0`, '7', '2', ',', `${s}0.`, '5', '8', '6', ',',
-        `${s}1.0`, ']',
+        `${s}interest`, '?', `${s}ASSISTANT`, ':', `${s}[`, '0', '.', '0', ',', s, '0', '.', '0', '7', '2', ',', s, '0', '.',
+        '5', '8', '6', ',', s, '1', '.', '0', ']',
       ]);
     });
 
