@@ -444,7 +444,7 @@ class GenerateWorker : public SessionWorker {
 
       // Tokens the grammar allows alone need no sampling: they join the sampled one in one batch.
       while (finish_reason_.empty() && samplers_.grammar) {
-        llama_token forced = SingleAllowedToken(samplers_.grammar, forced_probe, n_vocab);
+        llama_token forced = ForcedToken(samplers_.grammar, vocab, forced_probe);
         if (forced == LLAMA_TOKEN_NULL) break;
         Take(vocab, forced, false);
       }
@@ -507,18 +507,31 @@ class GenerateWorker : public SessionWorker {
     }
   }
 
-  // The only token the grammar admits next, or LLAMA_TOKEN_NULL when there are several (or none).
-  static llama_token SingleAllowedToken(llama_sampler * grammar, std::vector<llama_token_data> & probe, int32_t n_vocab) {
+  // The token the grammar forces next, or LLAMA_TOKEN_NULL when it leaves a choice. Several
+  // allowed tokens that all spell the same text (`.` and the byte token <0x2E>, say) are no choice:
+  // then the ordinary token is taken, as a model writes it. A grammar that is complete forces the end.
+  static llama_token ForcedToken(llama_sampler * grammar, const llama_vocab * vocab, std::vector<llama_token_data> & probe) {
+    const int32_t n_vocab = static_cast<int32_t>(probe.size());
     for (llama_token id = 0; id < n_vocab; id++) probe[id] = llama_token_data{id, 0.0f, 0.0f};
     llama_token_data_array array = {probe.data(), probe.size(), -1, false};
     llama_sampler_apply(grammar, &array);
-    llama_token allowed = LLAMA_TOKEN_NULL;
+    llama_token forced = LLAMA_TOKEN_NULL;
+    std::string forced_text;
     for (size_t i = 0; i < array.size; i++) {
       if (std::isinf(array.data[i].logit)) continue;
-      if (allowed != LLAMA_TOKEN_NULL) return LLAMA_TOKEN_NULL;
-      allowed = array.data[i].id;
+      const llama_token id = array.data[i].id;
+      // An end-of-generation token spells nothing: it never equals another token's text.
+      const std::string text = llama_vocab_is_eog(vocab, id) ? std::string("\0eog", 4) : TokenPiece(vocab, id);
+      if (forced == LLAMA_TOKEN_NULL) {
+        forced = id;
+        forced_text = text;
+      } else if (text != forced_text) {
+        return LLAMA_TOKEN_NULL;
+      } else if (llama_vocab_get_attr(vocab, forced) & LLAMA_TOKEN_ATTR_BYTE) {
+        forced = id;
+      }
     }
-    return allowed;
+    return forced;
   }
 
   // Records a chosen token: ends on end-of-generation, a stop string or the token limit.
