@@ -1,0 +1,50 @@
+/**
+ * chain-of-spot: Chain-of-Spot interactive reasoning for LLaVA-1.5 models in Node.js, on
+ * llama.cpp's own C++ (libllama + libmtmd) inside an N-API addon.
+ *
+ * Start with {@link ChainOfSpot}; {@link Model}, {@link Projector} and {@link Session} are the
+ * lower-level building blocks it is made of.
+ * @packageDocumentation
+ */
+export {
+  ChainOfSpot,
+  type AskOptions,
+  type AskResult,
+  type BaselineResult,
+  type ChainOfSpotOptions,
+  type OpenedImage,
+  type RegionOfInterest,
+  type TurnResult,
+  type TurnTimings,
+} from './chain-of-spot';
+export { ChainOfSpotError, type ErrorCode } from './errors';
+export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './model';
+export { Projector, type ProjectorInfo, type ProjectorOptions } from './projector';
+export {
+  Session,
+  type EvaluateOptions,
+  type EvaluateResult,
+  type GenerateOptions,
+  type GenerateResult,
+  type ImageEvaluation,
+  type RgbImage,
+  type SequenceOptions,
+  type SessionOptions,
+} from './session';
+export { setLogger, type Logger, type LogLevel } from './logger';
+export { backend, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './binding';
+export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, parseBox, type Box } from './box';
+export { loadImage, prepareOriginal, prepareRegion, cropRect, boxToPixels, type ImageInput, type PixelRect } from './image';
+export {
+  ANSWER_INSTRUCTION,
+  ROI_INSTRUCTION,
+  SYSTEM_PROMPT,
+  TRAINING_ROI_INSTRUCTION,
+  answerContinuation,
+  baselinePrompt,
+  renderPrompt,
+  roiPrompt,
+  twoTurnPrompt,
+  type Prompt,
+  type PromptPart,
+} from './prompt';
