@@ -423,3 +423,32 @@ describe('image', () => {
     });
   });
 });
+
+describe('image preparation off the main thread', () => {
+  it('preparing a 12-megapixel photo never blocks the event loop for long', async () => {
+    const width = 4000;
+    const height = 3000;
+    const data = Buffer.alloc(width * height * 3, 90);
+    let longestGap = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longestGap = Math.max(longestGap, now - last);
+      last = now;
+    }, 1);
+    try {
+      const started = performance.now();
+      const [original, region] = await Promise.all([
+        prepareOriginal({ data, width, height }, 336),
+        prepareRegion({ data, width, height }, { left: 0.1, top: 0.2, right: 0.6, bottom: 0.9 }, 336),
+      ]);
+      const elapsed = performance.now() - started;
+      assert.equal(original.data.length, 336 * 336 * 3);
+      assert.equal(region.data.length, 336 * 336 * 3);
+      // The work itself takes hundreds of milliseconds; the loop must stay responsive meanwhile.
+      assert.ok(longestGap < Math.max(60, elapsed / 4), `the event loop stalled for ${longestGap.toFixed(0)} ms of ${elapsed.toFixed(0)} ms`);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+});

@@ -1,0 +1,23 @@
+/** The worker thread of lib/pixel-worker.ts: runs padCropResize on the images it is sent. */
+import { parentPort } from 'node:worker_threads';
+
+import { padCropResize, type RawRgb, type Rect } from './pixels';
+
+export interface PixelJob {
+  id: number;
+  image: RawRgb;
+  rect: Rect;
+  size: number;
+}
+
+export type PixelReply = { id: number; image: RawRgb } | { id: number; error: string };
+
+parentPort?.on('message', (job: PixelJob) => {
+  let reply: PixelReply;
+  try {
+    reply = { id: job.id, image: padCropResize(job.image, job.rect, job.size) };
+  } catch (error) {
+    reply = { id: job.id, error: error instanceof Error ? error.message : String(error) };
+  }
+  parentPort?.postMessage(reply);
+});
