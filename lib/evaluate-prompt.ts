@@ -8,7 +8,7 @@ import { ChainOfSpotError } from './errors';
 import type { Model } from './model';
 import type { Projector } from './projector';
 import type { ImageSlot, Prompt, SpecialPart } from './prompt';
-import type { RgbImage, Session } from './session';
+import type { RgbPixels, Session } from './session';
 
 /** Where the time of one prompt went, and how many tokens it was. */
 export interface PromptEvaluation {
@@ -62,7 +62,7 @@ export async function evaluatePrompt(
   session: Session,
   projector: Projector,
   parts: Prompt,
-  images: Partial<Record<ImageSlot, RgbImage>>,
+  images: Partial<Record<ImageSlot, RgbPixels>>,
   options: { bos: boolean; signal?: AbortSignal | undefined },
 ): Promise<PromptEvaluation> {
   const stats: PromptEvaluation = { tokens: 0, textMs: 0, imageEncodeMs: 0, imageDecodeMs: 0 };

@@ -27,14 +27,26 @@ export {
   type GenerateOptions,
   type GenerateResult,
   type ImageEvaluation,
-  type RgbImage,
+  type RgbPixels,
   type SequenceOptions,
   type SessionOptions,
 } from './session';
 export { setLogger, type Logger, type LogLevel } from './logger';
-export { backend, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './binding';
-export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, parseBox, type Box } from './box';
-export { loadImage, prepareOriginal, prepareRegion, cropRect, boxToPixels, type ImageInput, type PixelRect } from './image';
+export { backend, CPU_LEVELS, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './binding';
+export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, paddedSquare, parseBox, type Box, type ImageSize, type ModelBox, type PaddedSquare } from './box';
+export {
+  boxToPixels,
+  cropRect,
+  DEFAULT_MAX_PIXELS,
+  loadImage,
+  prepareOriginal,
+  prepareRegion,
+  type ImageInput,
+  type LoadImageOptions,
+  type PixelRect,
+  type RawImageInput,
+  type RgbImage,
+} from './image';
 export {
   ANSWER_INSTRUCTION,
   ROI_INSTRUCTION,
@@ -45,6 +57,12 @@ export {
   renderPrompt,
   roiPrompt,
   twoTurnPrompt,
+  type ChainOfSpotPromptOptions,
+  type ImagePart,
+  type ImageSlot,
+  type InstructionTemplate,
   type Prompt,
   type PromptPart,
+  type SpecialPart,
+  type TextPart,
 } from './prompt';

@@ -48,7 +48,7 @@ export interface EvaluateOptions extends SequenceOptions {
 }
 
 /** An RGB image, 3 bytes a pixel, row by row. */
-export interface RgbImage {
+export interface RgbPixels {
   data: Uint8Array;
   width: number;
   height: number;
@@ -190,7 +190,7 @@ export class Session {
   }
 
   /** Encodes an RGB image with the projector and evaluates its tokens at the end of the sequence. */
-  evaluateImage(projector: Projector, image: RgbImage, options?: SequenceOptions): Promise<ImageEvaluation> {
+  evaluateImage(projector: Projector, image: RgbPixels, options?: SequenceOptions): Promise<ImageEvaluation> {
     if (projector === null || typeof projector !== 'object' || !('native' in projector)) {
       throw new TypeError('projector must be a Projector');
     }

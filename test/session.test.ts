@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { ChainOfSpotError } from '../lib/errors';
 import { Model } from '../lib/model';
 import type { Projector } from '../lib/projector';
-import type { RgbImage, Session } from '../lib/session';
+import type { RgbPixels, Session } from '../lib/session';
 import { tinyLlava, tinyLlavaFast } from './support/models';
 
 /** A deterministic RGB test image: a gradient shifted by `seed`. */
-function gradient(size: number, seed: number): RgbImage {
+function gradient(size: number, seed: number): RgbPixels {
   const data = new Uint8Array(size * size * 3);
   for (let i = 0; i < size * size; i++) {
     data[i * 3] = (i + seed * 37) % 256;
