@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "llama.h"
 #include "mtmd.h"
@@ -13,13 +14,15 @@
 namespace cospot {
 
 struct ModelHandle {
-  explicit ModelHandle(llama_model * model) : model(model), vocab(llama_model_get_vocab(model)) {}
+  explicit ModelHandle(llama_model * model);
   ~ModelHandle() { llama_model_free(model); }
   ModelHandle(const ModelHandle &) = delete;
   ModelHandle & operator=(const ModelHandle &) = delete;
 
   llama_model * const model;
   const llama_vocab * const vocab;
+  // Ordinary tokens that spell one character: where a grammar's choices usually show first.
+  std::vector<llama_token> single_char_tokens;
 };
 
 struct ProjectorHandle {

@@ -43,6 +43,14 @@ std::string MetaString(const llama_model * model, const char * key) {
 
 }  // namespace
 
+ModelHandle::ModelHandle(llama_model * loaded) : model(loaded), vocab(llama_model_get_vocab(loaded)) {
+  char piece[8];
+  for (llama_token id = 0; id < llama_vocab_n_tokens(vocab); id++) {
+    if (llama_vocab_get_attr(vocab, id) & (LLAMA_TOKEN_ATTR_BYTE | LLAMA_TOKEN_ATTR_CONTROL)) continue;
+    if (llama_token_to_piece(vocab, id, piece, sizeof(piece), 0, false) == 1) single_char_tokens.push_back(id);
+  }
+}
+
 class ModelLoadWorker : public PromiseWorker {
  public:
   ModelLoadWorker(Napi::Env env, Model * owner, std::string path, llama_model_params params, Napi::Value on_progress)

@@ -428,23 +428,13 @@ class GenerateWorker : public SessionWorker {
     }
 
     std::vector<llama_token_data> candidates(n_vocab);
-    std::vector<llama_token_data> forced_probe(n_vocab);
     while (finish_reason_.empty()) {
       ThrowIfAborted(*state_);
-      // Sample a token from the last logits (the grammar, if any, masks first).
-      const float * logits = sequence().logits.data();
-      for (llama_token id = 0; id < n_vocab; id++) candidates[id] = llama_token_data{id, logits[id], 0.0f};
-      llama_token_data_array array = {candidates.data(), candidates.size(), -1, false};
-      if (samplers_.grammar) llama_sampler_apply(samplers_.grammar, &array);
-      llama_sampler_apply(samplers_.chain, &array);
-      if (array.selected < 0 || array.selected >= static_cast<int64_t>(array.size)) {
-        throw Failure{code::kNative, "the sampler selected no token"};
-      }
-      Take(vocab, array.data[array.selected].id, true);
+      Take(vocab, SampleToken(candidates), true);
 
       // Tokens the grammar allows alone need no sampling: they join the sampled one in one batch.
       while (finish_reason_.empty() && samplers_.grammar) {
-        llama_token forced = ForcedToken(samplers_.grammar, vocab, forced_probe);
+        llama_token forced = ForcedToken(candidates);
         if (forced == LLAMA_TOKEN_NULL) break;
         Take(vocab, forced, false);
       }
@@ -507,31 +497,70 @@ class GenerateWorker : public SessionWorker {
     }
   }
 
+  // The next token from the last logits; the grammar, if any, masks first.
+  llama_token SampleToken(std::vector<llama_token_data> & candidates) {
+    const float * logits = sequence().logits.data();
+    const auto n_vocab = static_cast<llama_token>(candidates.size());
+    // Greedy under a grammar: the best token is the answer when the grammar allows it, and only
+    // otherwise is the grammar applied to the whole vocabulary (as llama.cpp's common sampler does).
+    if (samplers_.grammar && options_.temperature <= 0.0f) {
+      const llama_token best = static_cast<llama_token>(std::max_element(logits, logits + n_vocab) - logits);
+      llama_token_data single = {best, logits[best], 0.0f};
+      llama_token_data_array one = {&single, 1, -1, false};
+      llama_sampler_apply(samplers_.grammar, &one);
+      if (!std::isinf(single.logit)) return best;
+    }
+    for (llama_token id = 0; id < n_vocab; id++) candidates[id] = llama_token_data{id, logits[id], 0.0f};
+    llama_token_data_array array = {candidates.data(), candidates.size(), -1, false};
+    if (samplers_.grammar) llama_sampler_apply(samplers_.grammar, &array);
+    llama_sampler_apply(samplers_.chain, &array);
+    if (array.selected < 0 || array.selected >= static_cast<int64_t>(array.size)) {
+      throw Failure{code::kNative, "the sampler selected no token"};
+    }
+    return array.data[array.selected].id;
+  }
+
   // The token the grammar forces next, or LLAMA_TOKEN_NULL when it leaves a choice. Several
   // allowed tokens that all spell the same text (`.` and the byte token <0x2E>, say) are no choice:
   // then the ordinary token is taken, as a model writes it. A grammar that is complete forces the end.
-  static llama_token ForcedToken(llama_sampler * grammar, const llama_vocab * vocab, std::vector<llama_token_data> & probe) {
-    const int32_t n_vocab = static_cast<int32_t>(probe.size());
-    for (llama_token id = 0; id < n_vocab; id++) probe[id] = llama_token_data{id, 0.0f, 0.0f};
-    llama_token_data_array array = {probe.data(), probe.size(), -1, false};
-    llama_sampler_apply(grammar, &array);
+  llama_token ForcedToken(std::vector<llama_token_data> & probe) {
+    // Most choices show among the one-character tokens (digits, say): when two of those differ,
+    // there is no need to run the grammar over the whole vocabulary.
+    if (AllowedTextCount(state_->model->single_char_tokens, probe) > 1) return LLAMA_TOKEN_NULL;
+    if (every_token_.empty()) {
+      every_token_.resize(probe.size());
+      for (size_t id = 0; id < every_token_.size(); id++) every_token_[id] = static_cast<llama_token>(id);
+    }
     llama_token forced = LLAMA_TOKEN_NULL;
-    std::string forced_text;
+    return AllowedTextCount(every_token_, probe, &forced) == 1 ? forced : LLAMA_TOKEN_NULL;
+  }
+
+  // How many different texts (1, or 2 meaning "more than one") the grammar allows among `tokens`;
+  // `forced` receives the token for a single text, preferring an ordinary token to a byte token.
+  size_t AllowedTextCount(const std::vector<llama_token> & tokens, std::vector<llama_token_data> & probe,
+                          llama_token * forced = nullptr) {
+    const llama_vocab * vocab = state_->model->vocab;
+    for (size_t i = 0; i < tokens.size(); i++) probe[i] = llama_token_data{tokens[i], 0.0f, 0.0f};
+    llama_token_data_array array = {probe.data(), tokens.size(), -1, false};
+    llama_sampler_apply(samplers_.grammar, &array);
+    llama_token chosen = LLAMA_TOKEN_NULL;
+    std::string chosen_text;
     for (size_t i = 0; i < array.size; i++) {
       if (std::isinf(array.data[i].logit)) continue;
       const llama_token id = array.data[i].id;
       // An end-of-generation token spells nothing: it never equals another token's text.
       const std::string text = llama_vocab_is_eog(vocab, id) ? std::string("\0eog", 4) : TokenPiece(vocab, id);
-      if (forced == LLAMA_TOKEN_NULL) {
-        forced = id;
-        forced_text = text;
-      } else if (text != forced_text) {
-        return LLAMA_TOKEN_NULL;
-      } else if (llama_vocab_get_attr(vocab, forced) & LLAMA_TOKEN_ATTR_BYTE) {
-        forced = id;
+      if (chosen == LLAMA_TOKEN_NULL) {
+        chosen = id;
+        chosen_text = text;
+      } else if (text != chosen_text) {
+        return 2;
+      } else if (llama_vocab_get_attr(vocab, chosen) & LLAMA_TOKEN_ATTR_BYTE) {
+        chosen = id;
       }
     }
-    return forced;
+    if (forced != nullptr) *forced = chosen;
+    return chosen == LLAMA_TOKEN_NULL ? 0 : 1;
   }
 
   // Records a chosen token: ends on end-of-generation, a stop string or the token limit.
@@ -568,6 +597,7 @@ class GenerateWorker : public SessionWorker {
   Napi::ThreadSafeFunction on_text_;
   bool streaming_ = false;
   Samplers samplers_;  // declared after options_: built in Work()
+  std::vector<llama_token> every_token_;  // 0 .. n_vocab-1, for the forced-token probe
   std::vector<llama_token> generated_;
   std::string finish_reason_;
   int sampled_ = 0;

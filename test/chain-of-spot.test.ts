@@ -53,6 +53,10 @@ describe('ChainOfSpot on LLaVA-1.5 geometry (576-token images)', () => {
     assert.equal(cos.session.position(), one.promptTokens + one.generatedTokens + two.promptTokens + two.generatedTokens);
 
     assert.match(one.text, BOX_PATTERN, 'turn one is a box in the reference format');
+    // The grammar fixes '.', ', ' and ']' (and '0' after '1.'): those tokens cost no decode step.
+    const freeCharacters = one.text.replace(/[ .,\[\]]/g, '').length;
+    assert.ok(one.decodeSteps <= freeCharacters, `${one.decodeSteps} decode steps for ${freeCharacters} free digits`);
+    assert.ok(one.decodeSteps < one.generatedTokens / 2);
     assert.ok(two.generatedTokens > 0 && two.generatedTokens <= 128);
     assert.equal(result.answer, two.text.trim());
     assert.ok(result.timings.totalMs > 0 && one.timings.imageEncodeMs > 0 && two.timings.imageEncodeMs > 0);

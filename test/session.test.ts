@@ -171,10 +171,11 @@ describe('Session', () => {
       const scratchAnswer = await fresh.generate({ maxTokens: 12 });
 
       assert.deepEqual(Array.from(continuedAnswer.tokens), Array.from(scratchAnswer.tokens));
-      // Measured: about 1e-6 (float32 rounding of differently batched matrix products);
-      // 1e-4 leaves room for other CPUs while still catching any token evaluated twice or missed.
+      // Measured 1e-6 to 2.5e-4 on the tiny pairs: ggml multiplies the f16 weights with one kernel for
+      // a single token and another (f32 blocks) for a batch, so rounding differs. A token evaluated
+      // twice or missed moves logits by whole units; 1e-3 catches that with room to spare.
       const difference = maxRelativeDifference(continued!, scratch!);
-      assert.ok(difference < 1e-4, `logits differ by ${difference}`);
+      assert.ok(difference < 1e-3, `logits differ by ${difference}`);
     } finally {
       await fresh.dispose();
     }
