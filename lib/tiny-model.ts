@@ -60,6 +60,12 @@ export interface TinyModelSpec {
   readonly projectorWidth?: number;
   /** Written as `tokenizer.chat_template` when set. LLaVA-1.5 GGUFs usually have none. */
   readonly chatTemplate?: string;
+  /**
+   * Tokens in the vocabulary: the tiny vocabulary padded with filler pieces (see {@link tinyVocab}),
+   * so that embeddings, logits and samplers cost what they cost with a real one (LLaMA's is 32000).
+   * Default: the tiny vocabulary alone.
+   */
+  readonly vocabSize?: number;
 }
 
 /** The paths of a written pair. */
@@ -183,14 +189,23 @@ const EXTRA_PIECES = [`${SPM_SPACE}[`, '],', "'s", 'ing', 'ed', 'es', 'er', 'ly'
 
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 
+/** First Private Use Area code point: filler pieces are made of these, which prompts do not hold. */
+const FILLER_BASE = 0xe000;
+/** Code points in the Basic Multilingual Plane's Private Use Area (U+E000..U+F8FF). */
+const FILLER_DIGITS = 0x1900;
+
 /**
  * Builds the vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens `<0x00>`..`<0xFF>`, then
  * ordinary pieces. llama.cpp's SPM tokenizer only merges two adjacent symbols when the merged string
  * is itself a piece, so every prefix of every piece is a piece too: a word's leftmost symbol is then
  * always a prefix of the word and can absorb its right neighbour until the whole word forms.
  * Scores decrease with the id, as in a trained SentencePiece model.
+ *
+ * With `size`, ordinary filler pieces follow until there are `size` tokens: pairs of Private Use
+ * Area characters. Only text holding such characters tokenizes into them, so every prompt's
+ * tokens stay those of the tiny vocabulary.
  */
-export function tinyVocab(): TinyVocab {
+export function tinyVocab(size?: number): TinyVocab {
   const pieces: string[] = [];
   const seen = new Set<string>();
   const addWithPrefixes = (piece: string): void => {
@@ -221,6 +236,14 @@ export function tinyVocab(): TinyVocab {
     types.push(TokenType.BYTE);
   }
   const scores = tokens.map(() => 0);
+  if (size !== undefined) {
+    const min = tokens.length + pieces.length;
+    const max = min + FILLER_DIGITS ** 2;
+    if (!Number.isInteger(size) || size < min || size > max) throw new RangeError(`vocabulary size must be an integer from ${min} to ${max}`);
+    for (let i = 0; tokens.length + pieces.length < size; i++) {
+      pieces.push(String.fromCharCode(FILLER_BASE + Math.floor(i / FILLER_DIGITS), FILLER_BASE + (i % FILLER_DIGITS)));
+    }
+  }
   pieces.forEach((piece, i) => {
     tokens.push(piece);
     types.push(TokenType.NORMAL);
@@ -328,6 +351,13 @@ function checkSpec(spec: TinyModelSpec, seed: number): void {
   if (vision.imageSize % vision.patchSize !== 0) fail('vision.imageSize must be divisible by vision.patchSize');
   if (vision.nEmbd % vision.nHead !== 0) fail('vision.nEmbd must be divisible by vision.nHead');
   if (vision.nLayer < 2) fail('vision.nLayer must be at least 2 (llama.cpp runs all but the last)');
+  if (spec.vocabSize !== undefined) {
+    try {
+      tinyVocab(spec.vocabSize);
+    } catch (error) {
+      fail((error as Error).message);
+    }
+  }
 }
 
 /** A canonical JSON fingerprint (fixed key order, defaults filled in) of what determines the bytes. */
@@ -341,6 +371,8 @@ function fingerprint(spec: TinyModelSpec, seed: number): string {
     vision: [v.imageSize, v.patchSize, v.nEmbd, v.nLayer, v.nHead, v.nFf, v.layerNormEps],
     projectorWidth: spec.projectorWidth ?? t.nEmbd,
     chatTemplate: spec.chatTemplate ?? null,
+    // Only when set, so the fingerprints of specs without it stay as they were.
+    ...(spec.vocabSize === undefined ? {} : { vocabSize: spec.vocabSize }),
   });
 }
 
@@ -350,7 +382,7 @@ function fingerprint(spec: TinyModelSpec, seed: number): string {
 function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
   checkSpec(spec, seed);
   const t = spec.text;
-  const vocab = tinyVocab();
+  const vocab = tinyVocab(spec.vocabSize);
   const nVocab = vocab.tokens.length;
   const headDim = t.nEmbd / t.nHead;
   const metadata: [string, GgufValue][] = [

@@ -1,0 +1,94 @@
+/**
+ * The C++ floor (bench/floor/floor.cpp): built from the vendored llama.cpp into .cache/bench-build/
+ * and driven as a child process, one JSON line per plan.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface, type Interface } from 'node:readline';
+import path from 'node:path';
+
+import type { Measured, PlanStep, Step } from './protocol';
+
+const REPO_ROOT = path.resolve(__dirname, '../..');
+export const FLOOR_BUILD_DIR = path.join(REPO_ROOT, '.cache', 'bench-build');
+
+/** Runs a command; rejects with the end of its output when it fails. */
+function exec(command: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: REPO_ROOT });
+    let output = '';
+    const keep = (chunk: Buffer): void => {
+      output = (output + chunk.toString()).slice(-4000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} failed (${code}):\n${output}`))));
+  });
+}
+
+/** Configures (once) and builds the floor; incremental, so a no-op build takes a second. */
+export async function buildFloor(cuda: boolean): Promise<string> {
+  await exec('cmake', ['-S', path.join('bench', 'floor'), '-B', FLOOR_BUILD_DIR, '-G', 'Ninja', '-DCMAKE_BUILD_TYPE=Release', `-DCOS_CUDA=${cuda ? 'ON' : 'OFF'}`]);
+  await exec('cmake', ['--build', FLOOR_BUILD_DIR, '--target', 'cos-floor']);
+  return path.join(FLOOR_BUILD_DIR, 'cos-floor');
+}
+
+export interface FloorConfig {
+  model: string;
+  mmproj: string;
+  nCtx: number;
+  nBatch: number;
+  threads: number;
+  gpuLayers: number;
+  projectorGpu: boolean;
+}
+
+export class FloorProcess {
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #lines: Interface;
+  readonly #waiting: ((line: string) => void)[] = [];
+  #stderr = '';
+
+  private constructor(child: ChildProcessWithoutNullStreams) {
+    this.#child = child;
+    this.#lines = createInterface({ input: child.stdout });
+    this.#lines.on('line', (line) => this.#waiting.shift()?.(line));
+    child.stderr.on('data', (chunk: Buffer) => {
+      this.#stderr = (this.#stderr + chunk.toString()).slice(-4000);
+    });
+    child.on('close', (code) => {
+      for (const resolve of this.#waiting.splice(0)) resolve(JSON.stringify({ error: `the floor exited (${code}): ${this.#stderr}` }));
+    });
+  }
+
+  /** Starts the floor and loads the models; resolves with the load time. */
+  static async start(binary: string, config: FloorConfig): Promise<{ floor: FloorProcess; loadMs: number }> {
+    const floor = new FloorProcess(spawn(binary, [], { cwd: REPO_ROOT }));
+    const { loadMs } = (await floor.#request(config)) as { loadMs: number };
+    return { floor, loadMs };
+  }
+
+  /**
+   * Replays a plan. Our image pipeline ran beforehand (the plan holds its 336x336 output), so
+   * preprocessMs is 0; mtmd's own image preparation is in the image steps, as in the addon.
+   */
+  async run(plan: PlanStep[]): Promise<Measured> {
+    const result = (await this.#request({ steps: plan })) as { steps: Step[]; totalMs: number; peakRssKb: number };
+    return { steps: result.steps, preprocessMs: 0, totalMs: result.totalMs, peakRssKb: result.peakRssKb };
+  }
+
+  close(): void {
+    this.#child.stdin.end();
+  }
+
+  #request(message: object): Promise<object> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push((line) => {
+        const reply = JSON.parse(line) as { error?: string };
+        if (reply.error !== undefined) reject(new Error(`cos-floor: ${reply.error}`));
+        else resolve(reply);
+      });
+      this.#child.stdin.write(`${JSON.stringify(message)}\n`);
+    });
+  }
+}

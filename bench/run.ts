@@ -1,0 +1,304 @@
+/**
+ * The side-by-side benchmark (`npm run bench`; see bench/README.md). In one run, interleaved
+ * (A B C D E, A B C D E, ...), on the same image and question:
+ *   A  ChainOfSpot.ask, a first question (image opened anew, its prefix not cached);
+ *   B  the reference's way: turn two rebuilt and evaluated from scratch, both images re-encoded;
+ *   C  one plain LLaVA-1.5 turn;
+ *   D  the floor: A's exact work replayed by llama.cpp's own C++ (bench/floor/floor.cpp);
+ *   E  a second and third question on the image A opened, its prefix still in the cache.
+ * Prints one table of medians and the targets, and writes everything to a JSON file.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { ChainOfSpot } from '../lib/chain-of-spot';
+import { GgufType, readGgufHeader } from '../lib/gguf-writer';
+import { FloorProcess, buildFloor } from './floor';
+import { benchModels, SHAPES, type Shape } from './models';
+import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';
+import { gb, median, medianStages, renderTable, stages, type Stages, type Target } from './report';
+
+const REPO_ROOT = path.resolve(__dirname, '../..');
+const QUESTION = 'What is on the saucer next to the cup?';
+const FURTHER_QUESTIONS = ['What colour is the cup?', 'What is the table made of?'];
+
+type Variant = JsVariant | 'floor';
+/** The interleaving order: A B C D E. */
+const ORDER: readonly Variant[] = ['ask', 'recompute', 'plain', 'floor', 'further'];
+
+interface Options {
+  shape: Shape;
+  reps: number;
+  threads: number;
+  out: string;
+  image: string;
+  answerTokens: number;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      shape: { type: 'string', default: '1b' },
+      reps: { type: 'string', default: '3' },
+      threads: { type: 'string', default: String(availableParallelism()) },
+      out: { type: 'string' },
+      image: { type: 'string', default: path.resolve(REPO_ROOT, '../shared/images/coffee.png') },
+      'answer-tokens': { type: 'string', default: '16' },
+    },
+  });
+  const shape = values.shape as Shape;
+  if (!SHAPES.includes(shape)) throw new RangeError(`--shape must be one of ${SHAPES.join(', ')}`);
+  const integer = (name: string, text: string): number => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`--${name} must be a positive integer`);
+    return n;
+  };
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  return {
+    shape,
+    reps: integer('reps', values.reps),
+    threads: integer('threads', values.threads),
+    out: values.out ?? path.join(REPO_ROOT, '.cache', 'bench-results', `${stamp}.json`),
+    image: values.image,
+    answerTokens: integer('answer-tokens', values['answer-tokens']),
+  };
+}
+
+type WorkerResult = Extract<FromWorker, { type: 'result' }>;
+type WorkerReady = Extract<FromWorker, { type: 'ready' }>;
+
+/** A JS variant's worker process: one request at a time, answered in order. */
+class JsWorker {
+  readonly #child: ChildProcess;
+  readonly #waiting: { resolve: (message: FromWorker) => void; reject: (error: Error) => void }[] = [];
+
+  constructor() {
+    this.#child = fork(path.join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.#child.on('message', (message: FromWorker) => {
+      const waiter = this.#waiting.shift();
+      if (message.type === 'error') waiter?.reject(new Error(`worker: ${message.message}`));
+      else waiter?.resolve(message);
+    });
+    this.#child.on('exit', (code) => {
+      for (const waiter of this.#waiting.splice(0)) waiter.reject(new Error(`a worker exited (${code})`));
+    });
+  }
+
+  init(message: WorkerInit): Promise<WorkerReady> {
+    return this.#request(message) as Promise<WorkerReady>;
+  }
+
+  run(variant: JsVariant): Promise<WorkerResult> {
+    return this.#request({ type: 'run', variant }) as Promise<WorkerResult>;
+  }
+
+  close(): void {
+    this.#child.disconnect();
+  }
+
+  #request(message: ToWorker): Promise<FromWorker> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ resolve, reject });
+      this.#child.send(message);
+    });
+  }
+}
+
+/** Bytes of the f16 KV cache of `contextSize` tokens, from the text model's header. */
+async function kvCacheBytes(modelPath: string, contextSize: number): Promise<number> {
+  const { kv } = await readGgufHeader(modelPath);
+  const arch = kv.get('general.architecture')!.value as string;
+  const u32 = (key: string): number => {
+    const entry = kv.get(`${arch}.${key}`);
+    if (entry?.type !== GgufType.UINT32) throw new Error(`${modelPath} has no ${arch}.${key}`);
+    return entry.value;
+  };
+  const headDim = u32('embedding_length') / u32('attention.head_count');
+  return contextSize * u32('block_count') * 2 * headDim * u32('attention.head_count_kv') * 2;
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+async function main(): Promise<void> {
+  const opts = options();
+  const runStart = performance.now();
+  const log = (text: string): void => {
+    process.stderr.write(`[bench ${seconds(performance.now() - runStart).padStart(7)}] ${text}\n`);
+  };
+  const loadStart = loadavg();
+
+  log(`models for shape ${opts.shape}...`);
+  let phase = performance.now();
+  const files = await benchModels(opts.shape);
+  const modelMs = performance.now() - phase;
+
+  const backend = ChainOfSpot.backend();
+  log(`building the C++ floor (${backend.backend})...`);
+  phase = performance.now();
+  const floorBinary = await buildFloor(backend.backend === 'cuda');
+  const buildMs = performance.now() - phase;
+
+  log('loading the models in every worker...');
+  phase = performance.now();
+  const planDir = path.join(REPO_ROOT, '.cache', 'bench-plan', opts.shape);
+  await mkdir(planDir, { recursive: true });
+  const init: WorkerInit = {
+    type: 'init',
+    model: files.model,
+    mmproj: files.mmproj,
+    threads: opts.threads,
+    image: opts.image,
+    question: QUESTION,
+    furtherQuestions: FURTHER_QUESTIONS,
+    answerTokens: opts.answerTokens,
+    planDir,
+  };
+  // A and E share a worker: E goes on from the image A opened.
+  const workers = { ask: new JsWorker(), recompute: new JsWorker(), plain: new JsWorker() };
+  const workerOf = (variant: JsVariant): JsWorker => (variant === 'further' ? workers.ask : workers[variant]);
+  const ready = await workers.ask.init(init);
+  await workers.recompute.init(init);
+  await workers.plain.init(init);
+  // As the addon's defaults: every layer on the GPU when there is one, the image encoder too.
+  const { floor, loadMs: floorLoadMs } = await FloorProcess.start(floorBinary, {
+    model: files.model,
+    mmproj: files.mmproj,
+    nCtx: ready.contextSize,
+    nBatch: ready.batchSize,
+    threads: opts.threads,
+    gpuLayers: ready.gpuOffload ? -1 : 0,
+    projectorGpu: true,
+  });
+  const loadMs = performance.now() - phase;
+
+  const measured: Record<Variant, Measured[]> = { ask: [], recompute: [], plain: [], floor: [], further: [] };
+  const answers: Partial<Record<JsVariant, string[]>> = {};
+  let plan: PlanStep[] | undefined;
+  phase = performance.now();
+  try {
+    for (let rep = 1; rep <= opts.reps; rep++) {
+      for (const variant of ORDER) {
+        let runs: Measured[];
+        if (variant === 'floor') {
+          if (!plan) throw new Error('the floor runs after ask, which records its plan');
+          runs = [await floor.run(plan)];
+        } else {
+          const result = await workerOf(variant).run(variant);
+          plan ??= result.plan;
+          answers[variant] ??= result.answers;
+          runs = result.runs;
+        }
+        measured[variant].push(...runs);
+        log(`rep ${rep}/${opts.reps} ${variant.padEnd(9)} ${runs.map((r) => seconds(r.totalMs)).join(', ')}`);
+      }
+    }
+  } finally {
+    floor.close();
+    for (const worker of Object.values(workers)) worker.close();
+  }
+  const measureMs = performance.now() - phase;
+
+  const med = Object.fromEntries(Object.entries(measured).map(([variant, runs]) => [variant, medianStages(runs.map(stages))])) as Record<Variant, Stages>;
+  const modelBytes = (await stat(files.model)).size;
+  const mmprojBytes = (await stat(files.mmproj)).size;
+  const kvBytes = await kvCacheBytes(files.model, ready.contextSize);
+  const rssBudgetKb = ((modelBytes + mmprojBytes + kvBytes) * 1.15) / 1024;
+  const askWorkerPeakKb = Math.max(...measured.ask.map((m) => m.peakRssKb), ...measured.further.map((m) => m.peakRssKb));
+  const total = (variant: Variant): number => med[variant].totalMs;
+  const ratio = (value: number): string => value.toFixed(3);
+
+  const floorRatio = total('ask') / total('floor');
+  const recomputeRatio = total('recompute') / total('ask');
+  const plainRatio = total('ask') / total('plain');
+  const furtherRatio = median(measured.further.map((m) => m.totalMs)) / total('ask');
+  const targets: Target[] = [
+    {
+      name: 'ask ÷ C++ floor',
+      value: floorRatio,
+      shown: ratio(floorRatio),
+      goal: '≤ 1.05',
+      met: floorRatio <= 1.05,
+      note: `without our image prep: ${ratio((total('ask') - med.ask.preprocessMs) / total('floor'))}`,
+    },
+    { name: 'reference recompute ÷ ask', value: recomputeRatio, shown: ratio(recomputeRatio), goal: '≥ 1.4', met: recomputeRatio >= 1.4, note: '' },
+    { name: 'ask ÷ single plain turn', value: plainRatio, shown: ratio(plainRatio), goal: 'report', met: null, note: '' },
+    { name: 'further question ÷ first', value: furtherRatio, shown: ratio(furtherRatio), goal: '≤ 0.6', met: furtherRatio <= 0.6, note: 'E ÷ A' },
+    {
+      name: 'peak RSS, ask worker',
+      value: askWorkerPeakKb / rssBudgetKb,
+      shown: gb(askWorkerPeakKb),
+      goal: `≤ ${gb(rssBudgetKb)}`,
+      met: askWorkerPeakKb <= rssBudgetKb,
+      note: `weights ${gb((modelBytes + mmprojBytes) / 1024)} + KV ${gb(kvBytes / 1024)}, + 15%`,
+    },
+    {
+      name: 'ask ≤ llama-server cached two-turn',
+      value: null,
+      shown: '-',
+      goal: '≤ 1',
+      met: undefined,
+      note: 'optional; llama-server is not built (see bench/README.md)',
+    },
+  ];
+
+  const rows = [
+    { label: 'A ask (cache kept between turns)', stages: med.ask },
+    { label: 'B reference: turn 2 from scratch', stages: med.recompute },
+    { label: 'C one plain LLaVA turn', stages: med.plain },
+    { label: 'D llama.cpp floor, C++ (*)', stages: med.floor },
+    { label: 'E 2nd/3rd question, image open', stages: med.further },
+  ];
+  const loadEnd = loadavg();
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const header = [
+    `chain-of-spot bench: shape ${opts.shape} (${path.basename(files.model)} ${gb(modelBytes / 1024)}, mmproj ${gb(mmprojBytes / 1024)}), ` +
+      `${backend.backend}, ${opts.threads} threads, ${opts.reps} reps, ${opts.answerTokens}-token answers`,
+    `${cpu}, ${cpus().length} CPUs, load average ${loadStart[0]!.toFixed(2)} at start, ${loadEnd[0]!.toFixed(2)} at end` +
+      // ggml's threads spin at every barrier: one of them preempted stalls all, so sharing the CPUs distorts every number.
+      (loadStart[0]! > 0.5 ? ' (WARNING: other processes were using the CPUs; timings are not reliable)' : ''),
+    `image ${path.basename(opts.image)}; question "${QUESTION}"; further questions ${FURTHER_QUESTIONS.map((q) => `"${q}"`).join(', ')}`,
+  ].join('\n');
+  const footer = [
+    '(*) the floor replays A\'s plan: the same token ids, images and token counts, greedy, one llama_decode per generated',
+    '    token: plain llama.cpp has no grammar-forced batching (A decodes the tokens the box grammar forces together).',
+    'Medians per column; "other" is the total less the columns before it (tokenizing, mtmd image preparation, JS and N-API).',
+    'Peak RSS is each process\'s own (A and E share one), models included.',
+    `Took ${seconds(performance.now() - runStart)}: models ${seconds(modelMs)}, floor build ${seconds(buildMs)}, loading ${seconds(loadMs)}, measuring ${seconds(measureMs)}.`,
+  ].join('\n');
+  process.stdout.write(`\n${header}\n\n${renderTable(rows, targets)}\n\n${footer}\n`);
+
+  await mkdir(path.dirname(opts.out), { recursive: true });
+  await writeFile(
+    opts.out,
+    `${JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        options: opts,
+        environment: { cpu, cpus: cpus().length, loadAverageStart: loadStart, loadAverageEnd: loadEnd, node: process.version, backend },
+        models: { ...files, modelBytes, mmprojBytes, kvBytes, contextSize: ready.contextSize, batchSize: ready.batchSize },
+        questions: { question: QUESTION, further: FURTHER_QUESTIONS },
+        answers,
+        durationsMs: { models: modelMs, floorBuild: buildMs, loading: loadMs, measuring: measureMs },
+        // One process's model loading, ours against llama.cpp's (both warm up the image encoder).
+        loadMs: { ask: ready.loadMs, floor: floorLoadMs },
+        medians: med,
+        targets,
+        plan,
+        measured,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  log(`results written to ${path.relative(process.cwd(), opts.out)}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});
