@@ -143,6 +143,16 @@ describe('tiny-model', () => {
     it('falls back to byte tokens for text outside the vocabulary', () => {
       assert.deepEqual(spmTokenize(vocab, 'é\n'), [`${SPM_SPACE}`, '<0xC3>', '<0xA9>', '<0x0A>']);
     });
+
+    it('pads to a requested size with filler pieces that prompts never tokenize into', () => {
+      const padded = tinyVocab(32000);
+      assert.equal(padded.tokens.length, 32000);
+      assert.equal(new Set(padded.tokens).size, 32000);
+      assert.deepEqual(padded.tokens.slice(0, vocab.tokens.length), vocab.tokens);
+      const text = 'USER: What is the region of interest? ASSISTANT: [0.0, 0.072, 0.586, 1.0] émoji 🙂';
+      assert.deepEqual(spmTokenize(padded, text), spmTokenize(vocab, text));
+      assert.throws(() => tinyVocab(vocab.tokens.length - 1), RangeError);
+    });
   });
 
   describe('generated pair', () => {
