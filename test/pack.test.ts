@@ -58,8 +58,9 @@ describe('the npm package', function () {
     await writeFile(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
     const env: NodeJS.ProcessEnv = { ...process.env, PATH: bin, CC: '/nonexistent/cc', CXX: '/nonexistent/c++', CHAIN_OF_SPOT_CACHE: path.join(work, 'cache') };
     delete env.CHAIN_OF_SPOT_BINARY;
-    const install = run('npm', ['install', '--offline', '--no-audit', '--no-fund', path.join(work, packed[0]!.filename)], { cwd: app, env });
-    assert.match(install.stdout + install.stderr, /using the prebuilt binary/);
+    // npm 11 runs a dependency's install script only once the user allows it; the loader finds the
+    // prebuild either way, so the package must work whether or not our install script ran.
+    run('npm', ['install', '--offline', '--no-audit', '--no-fund', path.join(work, packed[0]!.filename)], { cwd: app, env });
 
     const backend = run('node', ['-e', "console.log(JSON.stringify(require('chain-of-spot').ChainOfSpot.backend()))"], { cwd: app, env });
     const choice = JSON.parse(backend.stdout) as { backend: string; path: string };
