@@ -5,15 +5,18 @@
  *   B  the reference's way: turn two rebuilt and evaluated from scratch, both images re-encoded;
  *   C  one plain LLaVA-1.5 turn;
  *   D  the floor: A's exact work replayed by llama.cpp's own C++ (bench/floor/floor.cpp);
- *   E  a second and third question on the image A opened, its prefix still in the cache.
+ *   E  a second and third question on the image A opened, its prefix still in the cache;
+ *   F  A again on the prebuilt portable CPU binary (prebuilds/), against A's local -march=native build.
  * Prints one table of medians and the targets, and writes everything to a JSON file.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { binaryCandidates, type Candidate } from '../lib/binding';
 import { ChainOfSpot } from '../lib/chain-of-spot';
 import { GgufType, readGgufHeader } from '../lib/gguf-writer';
 import { FloorProcess, buildFloor } from './floor';
@@ -25,9 +28,18 @@ const REPO_ROOT = path.resolve(__dirname, '../..');
 const QUESTION = 'What is on the saucer next to the cup?';
 const FURTHER_QUESTIONS = ['What colour is the cup?', 'What is the table made of?'];
 
-type Variant = JsVariant | 'floor';
-/** The interleaving order: A B C D E. */
-const ORDER: readonly Variant[] = ['ask', 'recompute', 'plain', 'floor', 'further'];
+type Variant = JsVariant | 'floor' | 'prebuilt';
+/** The interleaving order: A B C D E F. */
+const ORDER: readonly Variant[] = ['ask', 'recompute', 'plain', 'floor', 'further', 'prebuilt'];
+const NATIVE_BINARY = path.join(REPO_ROOT, 'build', 'Release', 'chain_of_spot.node');
+
+/** The prebuilt CPU binary the loader would take on this CPU, if `npm run prebuild` made one. */
+function prebuiltBinary(): Candidate | undefined {
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/) ?? []);
+  return binaryCandidates({ root: REPO_ROOT, platform: process.platform, arch: process.arch, cpuFlags: flags }).find(
+    (candidate) => candidate.backend === 'cpu' && candidate.path.includes(`${path.sep}prebuilds${path.sep}`) && existsSync(candidate.path),
+  );
+}
 
 interface Options {
   shape: Shape;
@@ -75,8 +87,10 @@ class JsWorker {
   readonly #child: ChildProcess;
   readonly #waiting: { resolve: (message: FromWorker) => void; reject: (error: Error) => void }[] = [];
 
-  constructor() {
-    this.#child = fork(path.join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  /** @param binary the addon this worker loads (CHAIN_OF_SPOT_BINARY), or the loader's choice */
+  constructor(binary?: string) {
+    const env = binary ? { ...process.env, CHAIN_OF_SPOT_BINARY: binary } : process.env;
+    this.#child = fork(path.join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
     this.#child.on('message', (message: FromWorker) => {
       const waiter = this.#waiting.shift();
       if (message.type === 'error') waiter?.reject(new Error(`worker: ${message.message}`));
@@ -158,12 +172,17 @@ async function main(): Promise<void> {
     answerTokens: opts.answerTokens,
     planDir,
   };
-  // A and E share a worker: E goes on from the image A opened.
-  const workers = { ask: new JsWorker(), recompute: new JsWorker(), plain: new JsWorker() };
+  // A and E share a worker: E goes on from the image A opened. On the CPU, A to E run the local
+  // native build (as the floor is built) and F the prebuilt binary, when there is one.
+  const native = backend.backend === 'cpu' && existsSync(NATIVE_BINARY) ? NATIVE_BINARY : undefined;
+  const prebuilt = backend.backend === 'cpu' ? prebuiltBinary() : undefined;
+  const workers = { ask: new JsWorker(native), recompute: new JsWorker(native), plain: new JsWorker(native) };
+  const prebuiltWorker = prebuilt && native ? new JsWorker(prebuilt.path) : undefined;
   const workerOf = (variant: JsVariant): JsWorker => (variant === 'further' ? workers.ask : workers[variant]);
   const ready = await workers.ask.init(init);
   await workers.recompute.init(init);
   await workers.plain.init(init);
+  await prebuiltWorker?.init(init);
   // As the addon's defaults: every layer on the GPU when there is one, the image encoder too.
   const { floor, loadMs: floorLoadMs } = await FloorProcess.start(floorBinary, {
     model: files.model,
@@ -176,7 +195,7 @@ async function main(): Promise<void> {
   });
   const loadMs = performance.now() - phase;
 
-  const measured: Record<Variant, Measured[]> = { ask: [], recompute: [], plain: [], floor: [], further: [] };
+  const measured: Record<Variant, Measured[]> = { ask: [], recompute: [], plain: [], floor: [], further: [], prebuilt: [] };
   const answers: Partial<Record<JsVariant, string[]>> = {};
   let plan: PlanStep[] | undefined;
   phase = performance.now();
@@ -187,6 +206,9 @@ async function main(): Promise<void> {
         if (variant === 'floor') {
           if (!plan) throw new Error('the floor runs after ask, which records its plan');
           runs = [await floor.run(plan)];
+        } else if (variant === 'prebuilt') {
+          if (!prebuiltWorker) continue;
+          runs = (await prebuiltWorker.run('ask')).runs;
         } else {
           const result = await workerOf(variant).run(variant);
           plan ??= result.plan;
@@ -200,22 +222,24 @@ async function main(): Promise<void> {
   } finally {
     floor.close();
     for (const worker of Object.values(workers)) worker.close();
+    prebuiltWorker?.close();
   }
   const measureMs = performance.now() - phase;
 
-  const med = Object.fromEntries(Object.entries(measured).map(([variant, runs]) => [variant, medianStages(runs.map(stages))])) as Record<Variant, Stages>;
+  const med = Object.fromEntries(Object.entries(measured).filter(([, runs]) => runs.length > 0).map(([variant, runs]) => [variant, medianStages(runs.map(stages))])) as Record<Exclude<Variant, 'prebuilt'>, Stages> & { prebuilt?: Stages };
   const modelBytes = (await stat(files.model)).size;
   const mmprojBytes = (await stat(files.mmproj)).size;
   const kvBytes = await kvCacheBytes(files.model, ready.contextSize);
   const rssBudgetKb = ((modelBytes + mmprojBytes + kvBytes) * 1.15) / 1024;
   const askWorkerPeakKb = Math.max(...measured.ask.map((m) => m.peakRssKb), ...measured.further.map((m) => m.peakRssKb));
-  const total = (variant: Variant): number => med[variant].totalMs;
+  const total = (variant: Exclude<Variant, 'prebuilt'>): number => med[variant].totalMs;
   const ratio = (value: number): string => value.toFixed(3);
 
   const floorRatio = total('ask') / total('floor');
   const recomputeRatio = total('recompute') / total('ask');
   const plainRatio = total('ask') / total('plain');
   const furtherRatio = median(measured.further.map((m) => m.totalMs)) / total('ask');
+  const prebuiltRatio = med.prebuilt ? med.prebuilt.totalMs / total('ask') : null;
   const targets: Target[] = [
     {
       name: 'ask ÷ C++ floor',
@@ -237,6 +261,14 @@ async function main(): Promise<void> {
       note: `weights ${gb((modelBytes + mmprojBytes) / 1024)} + KV ${gb(kvBytes / 1024)}, + 15%`,
     },
     {
+      name: 'prebuilt ÷ native build',
+      value: prebuiltRatio,
+      shown: prebuiltRatio === null ? '-' : ratio(prebuiltRatio),
+      goal: '≤ 1.10',
+      met: prebuiltRatio === null ? undefined : prebuiltRatio <= 1.1,
+      note: prebuilt && native ? `F ÷ A; ${path.basename(prebuilt.path)}` : 'needs `npm run prebuild` and a local build (CPU only)',
+    },
+    {
       name: 'ask ≤ llama-server cached two-turn',
       value: null,
       shown: '-',
@@ -252,6 +284,7 @@ async function main(): Promise<void> {
     { label: 'C one plain LLaVA turn', stages: med.plain },
     { label: 'D llama.cpp floor, C++ (*)', stages: med.floor },
     { label: 'E 2nd/3rd question, image open', stages: med.further },
+    ...(med.prebuilt ? [{ label: 'F A on the prebuilt CPU binary', stages: med.prebuilt }] : []),
   ];
   const loadEnd = loadavg();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
