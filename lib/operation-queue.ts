@@ -9,6 +9,7 @@ import { abortedError, callerStack, disposedError, rethrowWithCallerStack } from
 export class OperationQueue {
   #tail: Promise<unknown> = Promise.resolve();
   #disposed = false;
+  readonly #onDisposed: (() => void)[] = [];
 
   /**
    * @param what how errors name the object ("the session")
@@ -62,5 +63,11 @@ export class OperationQueue {
       disposeNative();
     }
     await this.#tail;
+    for (const listener of this.#onDisposed.splice(0)) listener();
+  }
+
+  /** Runs `listener` once the object is disposed (a model forgets a session it no longer owns). */
+  onDisposed(listener: () => void): void {
+    this.#onDisposed.push(listener);
   }
 }

@@ -4,7 +4,6 @@
  */
 import { binding } from './binding';
 import { abortedError } from './errors';
-import { DisposeListeners } from './disposable';
 import type { Model } from './model';
 import type { NativeProjector, NativeProjectorInfo } from './native';
 import { OperationQueue } from './operation-queue';
@@ -30,7 +29,6 @@ export interface ProjectorInfo extends NativeProjectorInfo {
 export class Projector {
   readonly #native: NativeProjector;
   readonly #queue: OperationQueue;
-  readonly #onDispose = new DisposeListeners();
   readonly #model: Model;
   #info: ProjectorInfo | undefined;
 
@@ -83,7 +81,6 @@ export class Projector {
   /** Frees the projector. Safe to call more than once. */
   async dispose(): Promise<void> {
     await this.#queue.dispose(() => this.#native.dispose());
-    this.#onDispose.fire();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -92,6 +89,6 @@ export class Projector {
 
   /** @internal */
   onDispose(listener: () => void): void {
-    this.#onDispose.add(listener);
+    this.#queue.onDisposed(listener);
   }
 }

@@ -4,7 +4,6 @@
  * in call order (a call made while another runs waits for it).
  */
 import { binding } from './binding';
-import { DisposeListeners } from './disposable';
 import type { Model } from './model';
 import type { NativeGenerateResult, NativeSession } from './native';
 import { OperationQueue } from './operation-queue';
@@ -117,7 +116,6 @@ const MAX_CONTEXT = 1 << 20;
 export class Session {
   readonly #native: NativeSession;
   readonly #queue: OperationQueue;
-  readonly #onDispose = new DisposeListeners();
   readonly #model: Model;
   readonly #sequences: number;
 
@@ -284,7 +282,6 @@ export class Session {
    */
   async dispose(): Promise<void> {
     await this.#queue.dispose(() => this.#native.dispose());
-    this.#onDispose.fire();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -293,7 +290,7 @@ export class Session {
 
   /** @internal */
   onDispose(listener: () => void): void {
-    this.#onDispose.add(listener);
+    this.#queue.onDisposed(listener);
   }
 
   #sequenceIndex(value: unknown, name = 'sequence'): number {

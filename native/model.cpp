@@ -127,10 +127,7 @@ Napi::Function Model::Define(Napi::Env env) {
 Model::Model(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Model>(info) {}
 
 Model * Model::FromValue(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(GetAddonData(env).model_constructor.Value())) {
-    throw Napi::TypeError::New(env, "expected a native Model");
-  }
-  return Model::Unwrap(value.As<Napi::Object>());
+  return UnwrapInstance<Model>(env, value, GetAddonData(env).model_constructor, "Model");
 }
 
 std::shared_ptr<ModelHandle> Model::Handle(Napi::Env env) const {

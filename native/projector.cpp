@@ -124,10 +124,7 @@ Napi::Function Projector::Define(Napi::Env env) {
 Projector::Projector(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Projector>(info) {}
 
 Projector * Projector::FromValue(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(GetAddonData(env).projector_constructor.Value())) {
-    throw Napi::TypeError::New(env, "expected a native Projector");
-  }
-  return Projector::Unwrap(value.As<Napi::Object>());
+  return UnwrapInstance<Projector>(env, value, GetAddonData(env).projector_constructor, "Projector");
 }
 
 std::shared_ptr<ProjectorHandle> Projector::Handle(Napi::Env env) const {
