@@ -11,8 +11,8 @@ import type { Measured, PlanStep, Step } from './protocol';
 const REPO_ROOT = path.resolve(__dirname, '../..');
 export const FLOOR_BUILD_DIR = path.join(REPO_ROOT, '.cache', 'bench-build');
 
-/** Runs a command; rejects with the end of its output when it fails. */
-function exec(command: string, args: string[]): Promise<void> {
+/** Runs a command in the repository; rejects with the end of its output when it fails. */
+export function exec(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: REPO_ROOT });
     let output = '';

@@ -6,7 +6,8 @@
  *   C  one plain LLaVA-1.5 turn;
  *   D  the floor: A's exact work replayed by llama.cpp's own C++ (bench/floor/floor.cpp);
  *   E  a second and third question on the image A opened, its prefix still in the cache;
- *   F  A again on the prebuilt portable CPU binary (prebuilds/), against A's local -march=native build.
+ *   F  A again on the prebuilt portable CPU binary (prebuilds/), against A's local -march=native build;
+ *   G  llama-server's cached two-turn flow over 127.0.0.1 (bench/server.ts), A's images and token counts.
  * Prints one table of medians and the targets, and writes everything to a JSON file.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -23,14 +24,15 @@ import { FloorProcess, buildFloor } from './floor';
 import { benchModels, SHAPES, type Shape } from './models';
 import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';
 import { gb, median, medianStages, renderTable, stages, type Stages, type Target } from './report';
+import { LlamaServer, buildServer } from './server';
 
 const REPO_ROOT = path.resolve(__dirname, '../..');
 const QUESTION = 'What is on the saucer next to the cup?';
 const FURTHER_QUESTIONS = ['What colour is the cup?', 'What is the table made of?'];
 
-type Variant = JsVariant | 'floor' | 'prebuilt';
-/** The interleaving order: A B C D E F. */
-const ORDER: readonly Variant[] = ['ask', 'recompute', 'plain', 'floor', 'further', 'prebuilt'];
+type Variant = JsVariant | 'floor' | 'prebuilt' | 'server';
+/** The interleaving order: A B C D E F G. */
+const ORDER: readonly Variant[] = ['ask', 'recompute', 'plain', 'floor', 'further', 'prebuilt', 'server'];
 const NATIVE_BINARY = path.join(REPO_ROOT, 'build', 'Release', 'chain_of_spot.node');
 
 /** The prebuilt CPU binary the loader would take on this CPU, if `npm run prebuild` made one. */
@@ -48,6 +50,8 @@ interface Options {
   out: string;
   image: string;
   answerTokens: number;
+  /** Build and measure llama-server (G); on by default, CPU only. */
+  server: boolean;
 }
 
 function options(): Options {
@@ -59,6 +63,7 @@ function options(): Options {
       out: { type: 'string' },
       image: { type: 'string', default: path.resolve(REPO_ROOT, '../shared/images/coffee.png') },
       'answer-tokens': { type: 'string', default: '16' },
+      'no-server': { type: 'boolean', default: false },
     },
   });
   const shape = values.shape as Shape;
@@ -76,6 +81,7 @@ function options(): Options {
     out: values.out ?? path.join(REPO_ROOT, '.cache', 'bench-results', `${stamp}.json`),
     image: values.image,
     answerTokens: integer('answer-tokens', values['answer-tokens']),
+    server: !values['no-server'],
   };
 }
 
@@ -134,6 +140,11 @@ async function kvCacheBytes(modelPath: string, contextSize: number): Promise<num
   return contextSize * u32('block_count') * 2 * headDim * u32('attention.head_count_kv') * 2;
 }
 
+/** An error's first line, for a table note (the full message goes to the log). */
+function firstLine(error: unknown): string {
+  return ((error as Error).message ?? String(error)).split('\n')[0]!;
+}
+
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
@@ -156,6 +167,25 @@ async function main(): Promise<void> {
   phase = performance.now();
   const floorBinary = await buildFloor(backend.backend === 'cuda');
   const buildMs = performance.now() - phase;
+
+  // G is optional: whatever stops it (no build, no start, a failed request) is said in its target's note.
+  let serverBinary: string | undefined;
+  let serverBuildMs: number | undefined;
+  let serverMissing = '';
+  if (!opts.server) serverMissing = 'skipped (--no-server)';
+  else if (backend.backend !== 'cpu') serverMissing = 'skipped: the llama-server build is CPU-only';
+  else {
+    log('building llama-server (the first time takes many minutes)...');
+    phase = performance.now();
+    try {
+      serverBinary = await buildServer();
+      serverBuildMs = performance.now() - phase;
+      log(`llama-server built in ${seconds(serverBuildMs)}`);
+    } catch (error) {
+      serverMissing = `llama-server build failed: ${firstLine(error)}`;
+      log(`llama-server build failed: ${(error as Error).message.slice(-2000)}`);
+    }
+  }
 
   log('loading the models in every worker...');
   phase = performance.now();
@@ -193,10 +223,27 @@ async function main(): Promise<void> {
     gpuLayers: ready.gpuOffload ? -1 : 0,
     projectorGpu: true,
   });
+  let server: LlamaServer | undefined;
+  let serverLoadMs: number | undefined;
+  if (serverBinary) {
+    try {
+      ({ server, loadMs: serverLoadMs } = await LlamaServer.start(serverBinary, {
+        model: files.model,
+        mmproj: files.mmproj,
+        nCtx: ready.contextSize,
+        nBatch: ready.batchSize,
+        threads: opts.threads,
+      }));
+    } catch (error) {
+      serverMissing = `llama-server did not start: ${firstLine(error)}`;
+      log(`llama-server did not start: ${(error as Error).message.slice(-2000)}`);
+    }
+  }
   const loadMs = performance.now() - phase;
 
-  const measured: Record<Variant, Measured[]> = { ask: [], recompute: [], plain: [], floor: [], further: [], prebuilt: [] };
-  const answers: Partial<Record<JsVariant, string[]>> = {};
+  const measured: Record<Variant, Measured[]> = { ask: [], recompute: [], plain: [], floor: [], further: [], prebuilt: [], server: [] };
+  const answers: Partial<Record<JsVariant | 'server', string[]>> = {};
+  const serverCache: { cached: number; prompt: number }[] = [];
   let plan: PlanStep[] | undefined;
   phase = performance.now();
   try {
@@ -209,6 +256,22 @@ async function main(): Promise<void> {
         } else if (variant === 'prebuilt') {
           if (!prebuiltWorker) continue;
           runs = (await prebuiltWorker.run('ask')).runs;
+        } else if (variant === 'server') {
+          if (!server) continue;
+          if (!plan) throw new Error('llama-server runs after ask, which records its plan');
+          try {
+            const result = await server.twoTurn({ question: QUESTION, plan });
+            answers.server ??= result.answers;
+            serverCache.push({ cached: result.cachedTokens, prompt: result.promptTokens });
+            runs = [result.measured];
+          } catch (error) {
+            serverMissing = `llama-server failed in round ${rep}: ${firstLine(error)}`;
+            log(`llama-server failed in round ${rep}: ${(error as Error).message.slice(-2000)}`);
+            await server.close();
+            server = undefined;
+            measured.server = [];
+            continue;
+          }
         } else {
           const result = await workerOf(variant).run(variant);
           plan ??= result.plan;
@@ -223,16 +286,17 @@ async function main(): Promise<void> {
     floor.close();
     for (const worker of Object.values(workers)) worker.close();
     prebuiltWorker?.close();
+    await server?.close();
   }
   const measureMs = performance.now() - phase;
 
-  const med = Object.fromEntries(Object.entries(measured).filter(([, runs]) => runs.length > 0).map(([variant, runs]) => [variant, medianStages(runs.map(stages))])) as Record<Exclude<Variant, 'prebuilt'>, Stages> & { prebuilt?: Stages };
+  const med = Object.fromEntries(Object.entries(measured).filter(([, runs]) => runs.length > 0).map(([variant, runs]) => [variant, medianStages(runs.map(stages))])) as Record<Exclude<Variant, 'prebuilt' | 'server'>, Stages> & { prebuilt?: Stages; server?: Stages };
   const modelBytes = (await stat(files.model)).size;
   const mmprojBytes = (await stat(files.mmproj)).size;
   const kvBytes = await kvCacheBytes(files.model, ready.contextSize);
   const rssBudgetKb = ((modelBytes + mmprojBytes + kvBytes) * 1.15) / 1024;
   const askWorkerPeakKb = Math.max(...measured.ask.map((m) => m.peakRssKb), ...measured.further.map((m) => m.peakRssKb));
-  const total = (variant: Exclude<Variant, 'prebuilt'>): number => med[variant].totalMs;
+  const total = (variant: Exclude<Variant, 'prebuilt' | 'server'>): number => med[variant].totalMs;
   const ratio = (value: number): string => value.toFixed(3);
 
   const floorRatio = total('ask') / total('floor');
@@ -240,6 +304,7 @@ async function main(): Promise<void> {
   const plainRatio = total('ask') / total('plain');
   const furtherRatio = median(measured.further.map((m) => m.totalMs)) / total('ask');
   const prebuiltRatio = med.prebuilt ? med.prebuilt.totalMs / total('ask') : null;
+  const serverRatio = med.server ? total('ask') / med.server.totalMs : null;
   const targets: Target[] = [
     {
       name: 'ask ÷ C++ floor',
@@ -269,12 +334,16 @@ async function main(): Promise<void> {
       note: prebuilt && native ? `F ÷ A; ${path.basename(prebuilt.path)}` : 'needs `npm run prebuild` and a local build (CPU only)',
     },
     {
-      name: 'ask ≤ llama-server cached two-turn',
-      value: null,
-      shown: '-',
+      name: 'ask ÷ llama-server cached two-turn',
+      value: serverRatio,
+      shown: serverRatio === null ? '-' : ratio(serverRatio),
       goal: '≤ 1',
-      met: undefined,
-      note: 'optional; llama-server is not built (see bench/README.md)',
+      met: serverRatio === null ? undefined : serverRatio <= 1,
+      note: med.server
+        ? `A ÷ G; without our image prep: ${ratio((total('ask') - med.ask.preprocessMs) / med.server.totalMs)}; ` +
+          `G's turn 2 took ${serverCache[0]!.cached} of its ${serverCache[0]!.prompt} prompt tokens from the cache; ` +
+          `G's box ${answers.server?.[0]?.trim() === answers.ask?.[0]?.trim() ? 'is' : 'is NOT'} A's`
+        : serverMissing,
     },
   ];
 
@@ -285,6 +354,7 @@ async function main(): Promise<void> {
     { label: 'D llama.cpp floor, C++ (*)', stages: med.floor },
     { label: 'E 2nd/3rd question, image open', stages: med.further },
     ...(med.prebuilt ? [{ label: 'F A on the prebuilt CPU binary', stages: med.prebuilt }] : []),
+    ...(med.server ? [{ label: 'G llama-server, cached two-turn (†)', stages: med.server }] : []),
   ];
   const loadEnd = loadavg();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -300,8 +370,16 @@ async function main(): Promise<void> {
     '(*) the floor replays A\'s plan: the same token ids, images and token counts, greedy, one llama_decode per generated',
     '    token: plain llama.cpp has no grammar-forced batching (A decodes the tokens the box grammar forces together).',
     'Medians per column; "other" is the total less the columns before it (tokenizing, mtmd image preparation, JS and N-API).',
+    ...(med.server
+      ? [
+          '(†) G: llama-server over 127.0.0.1, two /completion requests (turn one cold, turn two served from its prompt cache),',
+          '    A\'s two prepared images sent as PPM; its own timings: "prompt" includes the image encoder and image tokens,',
+          '    "other" is HTTP, JSON, base64 and image decoding and its bookkeeping.',
+        ]
+      : []),
     'Peak RSS is each process\'s own (A and E share one), models included.',
-    `Took ${seconds(performance.now() - runStart)}: models ${seconds(modelMs)}, floor build ${seconds(buildMs)}, loading ${seconds(loadMs)}, measuring ${seconds(measureMs)}.`,
+    `Took ${seconds(performance.now() - runStart)}: models ${seconds(modelMs)}, floor build ${seconds(buildMs)}` +
+      `${serverBuildMs === undefined ? '' : `, llama-server build ${seconds(serverBuildMs)}`}, loading ${seconds(loadMs)}, measuring ${seconds(measureMs)}.`,
   ].join('\n');
   process.stdout.write(`\n${header}\n\n${renderTable(rows, targets)}\n\n${footer}\n`);
 
@@ -316,9 +394,10 @@ async function main(): Promise<void> {
         models: { ...files, modelBytes, mmprojBytes, kvBytes, contextSize: ready.contextSize, batchSize: ready.batchSize },
         questions: { question: QUESTION, further: FURTHER_QUESTIONS },
         answers,
-        durationsMs: { models: modelMs, floorBuild: buildMs, loading: loadMs, measuring: measureMs },
+        durationsMs: { models: modelMs, floorBuild: buildMs, serverBuild: serverBuildMs, loading: loadMs, measuring: measureMs },
         // One process's model loading, ours against llama.cpp's (both warm up the image encoder).
-        loadMs: { ask: ready.loadMs, floor: floorLoadMs },
+        loadMs: { ask: ready.loadMs, floor: floorLoadMs, server: serverLoadMs },
+        serverCache,
         medians: med,
         targets,
         plan,

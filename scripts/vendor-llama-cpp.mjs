@@ -5,11 +5,13 @@
 // integrity, clone the bundle, verify the commit and keep only what our CMake build needs.
 // Idempotent: when native/llama.cpp already carries the stamp for this commit it does nothing, which
 // is also the case inside our own published tarball.
+// `--full DEST` instead checks out the whole tree of the same commit into DEST (the benchmark builds
+// llama-server from it, which the trimmed copy omits); native/llama.cpp is left alone.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const PIN = {
@@ -32,15 +34,12 @@ const DROP = [
 ];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const target = join(root, 'native', 'llama.cpp');
-const stampPath = join(target, 'VENDORED.json');
-const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, kept: KEEP, dropped: DROP };
 
 function run(cmd, args, options = {}) {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...options }).trim();
 }
 
-function isUpToDate() {
+function isUpToDate(stampPath, stamp) {
   if (!existsSync(stampPath)) return false;
   try {
     return JSON.stringify(JSON.parse(readFileSync(stampPath, 'utf8'))) === JSON.stringify(stamp);
@@ -53,22 +52,26 @@ function sriOf(file) {
   return 'sha512-' + createHash('sha512').update(readFileSync(file)).digest('base64');
 }
 
-function vendor() {
+/** Packs the pinned package into `work`, checks its integrity and checks the bundle's commit out into `clone`. */
+function checkoutPinned(work, clone) {
+  const packed = JSON.parse(run('npm', ['pack', PIN.package, '--json', '--pack-destination', work], { cwd: work }));
+  const tarball = join(work, packed[0].filename);
+  const actual = sriOf(tarball);
+  if (actual !== PIN.integrity) {
+    throw new Error(`${PIN.package}: integrity mismatch\n  expected ${PIN.integrity}\n  got      ${actual}`);
+  }
+  run('tar', ['-xzf', tarball, '-C', work, PIN.bundle]);
+  run('git', ['clone', '--quiet', '--no-checkout', join(work, PIN.bundle), clone]);
+  run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', PIN.commit], { cwd: clone });
+  const head = run('git', ['rev-parse', 'HEAD'], { cwd: clone });
+  if (head !== PIN.commit) throw new Error(`llama.cpp bundle: expected commit ${PIN.commit}, got ${head}`);
+}
+
+function vendor(target, stampPath, stamp) {
   const work = mkdtempSync(join(tmpdir(), 'cos-vendor-'));
   try {
-    const packed = JSON.parse(run('npm', ['pack', PIN.package, '--json', '--pack-destination', work], { cwd: work }));
-    const tarball = join(work, packed[0].filename);
-    const actual = sriOf(tarball);
-    if (actual !== PIN.integrity) {
-      throw new Error(`${PIN.package}: integrity mismatch\n  expected ${PIN.integrity}\n  got      ${actual}`);
-    }
-    run('tar', ['-xzf', tarball, '-C', work, PIN.bundle]);
     const clone = join(work, 'llama.cpp');
-    run('git', ['clone', '--quiet', '--no-checkout', join(work, PIN.bundle), clone]);
-    run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', PIN.commit], { cwd: clone });
-    const head = run('git', ['rev-parse', 'HEAD'], { cwd: clone });
-    if (head !== PIN.commit) throw new Error(`llama.cpp bundle: expected commit ${PIN.commit}, got ${head}`);
-
+    checkoutPinned(work, clone);
     rmSync(target, { recursive: true, force: true });
     for (const path of KEEP) {
       cpSync(join(clone, path), join(target, path), { recursive: true });
@@ -80,10 +83,50 @@ function vendor() {
   }
 }
 
-if (isUpToDate()) {
-  console.log(`llama.cpp ${PIN.commit.slice(0, 12)} already in native/llama.cpp`);
+/** The whole tree, .git included, checked out next to DEST and renamed into place once complete. */
+function vendorFull(dest, stampPath, stamp) {
+  mkdirSync(dirname(dest), { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'cos-vendor-'));
+  // Same filesystem as DEST, so the final rename cannot fail across devices.
+  const staging = mkdtempSync(`${dest}.partial-`);
+  try {
+    const clone = join(staging, 'llama.cpp');
+    checkoutPinned(work, clone);
+    writeFileSync(join(clone, 'VENDORED.json'), JSON.stringify(stamp, null, 2) + '\n');
+    rmSync(dest, { recursive: true, force: true });
+    renameSync(clone, dest);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    rmSync(staging, { recursive: true, force: true });
+  }
+  if (!isUpToDate(stampPath, stamp)) throw new Error(`llama.cpp: ${dest} was not stamped`);
+}
+
+const fullAt = process.argv.indexOf('--full');
+if (fullAt !== -1) {
+  const arg = process.argv[fullAt + 1];
+  if (arg === undefined || arg.startsWith('--')) {
+    console.error('usage: node scripts/vendor-llama-cpp.mjs [--full DEST]');
+    process.exit(2);
+  }
+  const dest = resolve(arg);
+  const stampPath = join(dest, 'VENDORED.json');
+  const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, full: true };
+  if (isUpToDate(stampPath, stamp)) {
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} (full tree) already in ${dest}`);
+  } else {
+    vendorFull(dest, stampPath, stamp);
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} (full tree) checked out into ${dest} from ${PIN.package}`);
+  }
 } else {
-  mkdirSync(dirname(target), { recursive: true });
-  vendor();
-  console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into native/llama.cpp from ${PIN.package}`);
+  const target = join(root, 'native', 'llama.cpp');
+  const stampPath = join(target, 'VENDORED.json');
+  const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, kept: KEEP, dropped: DROP };
+  if (isUpToDate(stampPath, stamp)) {
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} already in native/llama.cpp`);
+  } else {
+    mkdirSync(dirname(target), { recursive: true });
+    vendor(target, stampPath, stamp);
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into native/llama.cpp from ${PIN.package}`);
+  }
 }
