@@ -11,10 +11,10 @@
 import { createHash } from 'node:crypto';
 
 import { backend } from './binding';
-import { BOX_GRAMMAR, parseBoxOrFallback, type Box, type RegionBox } from './box';
+import { BOX_GRAMMAR, paddedSquare, parseBoxOrFallback, type Box, type RegionBox } from './box';
 import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from './errors';
 import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
-import { boxToPixels, encodePng, loadImage, prepareOriginal, prepareRegion, type ImageInput, type PixelRect, type RgbImage } from './image';
+import { boxToPixels, DEFAULT_MAX_PIXELS, encodePng, loadImage, prepareOriginal, prepareRegion, type ImageInput, type PixelRect, type RgbImage } from './image';
 import { Model, type ModelLoadOptions } from './model';
 import { OperationQueue } from './operation-queue';
 import type { Projector } from './projector';
@@ -52,7 +52,7 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
   onProgress?: (progress: number) => void;
   /** Cancels loading. */
   signal?: AbortSignal;
-  /** The most pixels an input image may have (default 50 million). */
+  /** The most pixels an input image, and the square it is padded to, may have (default 50 million). */
   maxPixels?: number;
 }
 
@@ -344,7 +344,17 @@ export class ChainOfSpot {
   async #prepare(image: ImageInput | OpenedImage): Promise<PreparedImage> {
     const opened = preparedImages.get(image as OpenedImage);
     if (opened) return opened;
-    const original = await loadImage(image as ImageInput, this.#maxPixels === undefined ? {} : { maxPixels: this.#maxPixels });
+    const maxPixels = this.#maxPixels ?? DEFAULT_MAX_PIXELS;
+    const original = await loadImage(image as ImageInput, { maxPixels });
+    // LLaVA sees the image padded to a square: that square is what costs memory and time.
+    const { side } = paddedSquare(original.width, original.height);
+    if (side * side > maxPixels) {
+      throw new ChainOfSpotError(
+        'ERR_IMAGE',
+        `the image is ${original.width}x${original.height}: padded to a square, as LLaVA sees it, it is ${side}x${side} pixels, ` +
+          `over the limit of ${maxPixels}; crop it to a less extreme aspect ratio, or raise maxPixels`,
+      );
+    }
     const modelImage = await prepareOriginal(original, this.#projector.info.imageSize);
     const key = createHash('sha256').update(modelImage.data).digest('hex');
     const handle: OpenedImage = Object.freeze({ width: original.width, height: original.height });

@@ -3,6 +3,7 @@
  */
 import { binding } from './binding';
 import { callerStack, rethrowWithCallerStack } from './errors';
+import { checkGguf } from './gguf-check';
 import type { NativeModel, NativeModelInfo } from './native';
 import { OperationQueue } from './operation-queue';
 import { Projector, type ProjectorOptions } from './projector';
@@ -74,7 +75,11 @@ export class Model {
     const native = new (binding().Model)();
     const model = new Model(native);
     try {
-      await model.#queue.run(() => native.load(path, nativeOptions, onProgress), signal);
+      await model.#queue.run(async () => {
+        // llama.cpp aborts the process on some malformed files: check the header first.
+        await checkGguf(path, 'text-model');
+        await native.load(path, nativeOptions, onProgress);
+      }, signal);
     } catch (error) {
       native.dispose();
       throw error;

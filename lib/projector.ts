@@ -4,6 +4,7 @@
  */
 import { binding } from './binding';
 import { abortedError } from './errors';
+import { checkGguf } from './gguf-check';
 import type { Model } from './model';
 import type { NativeProjector, NativeProjectorInfo } from './native';
 import { OperationQueue } from './operation-queue';
@@ -51,7 +52,11 @@ export class Projector {
     const native = new (binding().Projector)();
     const projector = new Projector(native, model);
     try {
-      await projector.#queue.run(() => native.load(model.native, path, nativeOptions), signal);
+      await projector.#queue.run(async () => {
+        // clip.cpp aborts the process on some malformed files: check the header first.
+        await checkGguf(path, 'projector', { textEmbeddingSize: model.info.embeddingSize });
+        await native.load(model.native, path, nativeOptions);
+      }, signal);
       if (signal?.aborted) throw abortedError(signal.reason);
     } catch (error) {
       native.dispose();
