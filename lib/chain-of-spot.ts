@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 
 import { backend } from './binding';
-import { BOX_GRAMMAR, paddedSquare, parseBoxOrFallback, type Box, type RegionBox } from './box';
+import { BOX_GRAMMAR, parseBoxOrFallback, type Box, type RegionBox } from './box';
 import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from './errors';
 import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
 import { boxToPixels, DEFAULT_MAX_PIXELS, encodePng, loadImage, prepareOriginal, prepareRegion, type ImageInput, type PixelRect, type RgbImage } from './image';
@@ -323,7 +323,7 @@ export class ChainOfSpot {
 
     // Turn two: the zoomed region, in the same conversation.
     const cropStart = performance.now();
-    const roiImage = await prepareRegion(prepared.original, region.box, size);
+    const roiImage = await prepareRegion(prepared.original, region.box, size, this.#maxPixels);
     const cropMs = performance.now() - cropStart;
     const turnTwoPrompt = answerContinuation(question, config.prompts);
     const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
@@ -346,16 +346,7 @@ export class ChainOfSpot {
     if (opened) return opened;
     const maxPixels = this.#maxPixels ?? DEFAULT_MAX_PIXELS;
     const original = await loadImage(image as ImageInput, { maxPixels });
-    // LLaVA sees the image padded to a square: that square is what costs memory and time.
-    const { side } = paddedSquare(original.width, original.height);
-    if (side * side > maxPixels) {
-      throw new ChainOfSpotError(
-        'ERR_IMAGE',
-        `the image is ${original.width}x${original.height}: padded to a square, as LLaVA sees it, it is ${side}x${side} pixels, ` +
-          `over the limit of ${maxPixels}; crop it to a less extreme aspect ratio, or raise maxPixels`,
-      );
-    }
-    const modelImage = await prepareOriginal(original, this.#projector.info.imageSize);
+    const modelImage = await prepareOriginal(original, this.#projector.info.imageSize, maxPixels);
     const key = createHash('sha256').update(modelImage.data).digest('hex');
     const handle: OpenedImage = Object.freeze({ width: original.width, height: original.height });
     const prepared: PreparedImage = { width: original.width, height: original.height, handle, original, model: modelImage, key };

@@ -120,17 +120,20 @@ export async function loadImage(input: ImageInput, options?: LoadImageOptions): 
  * (the reference's CLIP image processor resizes with it). The result is what the projector takes
  * before normalisation.
  *
- * The work (a max(W, H)² canvas and a convolution over it) runs on the calling thread: a few
+ * The work (a max(W, H)² canvas and a convolution over it) runs on a worker thread: a few
  * milliseconds for a 640-pixel image, a few hundred for a 12-megapixel photo.
  *
  * @param size the projector's image size (336 for LLaVA-1.5).
+ * @param maxPixels the most pixels the padded square may have (default {@link DEFAULT_MAX_PIXELS}):
+ *   an extreme aspect ratio makes a small image a huge square.
  * @throws TypeError / RangeError for a malformed image or a size that is not a positive integer.
+ * @throws ChainOfSpotError `ERR_IMAGE` when the padded square has more than `maxPixels` pixels.
  */
-export async function prepareOriginal(image: RgbImage, size: number): Promise<RgbImage> {
+export async function prepareOriginal(image: RgbImage, size: number, maxPixels = DEFAULT_MAX_PIXELS): Promise<RgbImage> {
   assertRgbImage(image);
   assertPositiveInteger(size, 'size');
   const { side } = paddedSquare(image.width, image.height);
-  return padCropResize(image, { left: 0, top: 0, right: side, bottom: side }, size);
+  return squareToSize(image, { left: 0, top: 0, right: side, bottom: side }, size, maxPixels);
 }
 
 /**
@@ -142,13 +145,31 @@ export async function prepareOriginal(image: RgbImage, size: number): Promise<Rg
  *
  * @param box the region, as fractions of the padded square; each coordinate within [-1, 2].
  * @param size the projector's image size (336 for LLaVA-1.5).
+ * @param maxPixels the most pixels the crop's square may have (default {@link DEFAULT_MAX_PIXELS}).
  * @throws TypeError / RangeError for a malformed image or box, or a size that is not a positive integer.
+ * @throws ChainOfSpotError `ERR_IMAGE` when the crop's square has more than `maxPixels` pixels.
  */
-export async function prepareRegion(image: RgbImage, box: Box, size: number): Promise<RgbImage> {
+export async function prepareRegion(image: RgbImage, box: Box, size: number, maxPixels = DEFAULT_MAX_PIXELS): Promise<RgbImage> {
   assertRgbImage(image);
   assertPositiveInteger(size, 'size');
   const { side } = paddedSquare(image.width, image.height);
-  return padCropResize(image, cropRect(box, side), size);
+  return squareToSize(image, cropRect(box, side), size, maxPixels);
+}
+
+/** `rect` of the padded square, on its own square, resized: after checking that square's size. */
+async function squareToSize(image: RgbImage, rect: PixelRect, size: number, maxPixels: number): Promise<RgbImage> {
+  const side = Math.max(rect.right - rect.left, rect.bottom - rect.top);
+  if (side * side > maxPixels) {
+    throw imageError(
+      `the image is ${image.width}x${image.height}: padded to a square, as LLaVA sees it, it is ${side}x${side} pixels, ` +
+        `over the limit of ${maxPixels}; crop it to a less extreme aspect ratio, or raise maxPixels`,
+    );
+  }
+  try {
+    return await padCropResize(image, rect, size);
+  } catch (error) {
+    throw imageError(`the image could not be prepared: ${(error as Error).message}`, error);
+  }
 }
 
 /**
