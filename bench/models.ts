@@ -25,7 +25,16 @@ export const BENCH_1B: TinyModelSpec = {
   vocabSize: 32000,
 };
 
-/** The model files of a shape, generated when missing (minutes for the 1b shape, once). */
+/** LLaVA-1.5-7B's text model (Vicuna-7B's shape) in Q4_K_M, for GPU runs. */
+export const BENCH_7B: TinyModelSpec = {
+  name: 'bench-llava-7b-q4_k_m',
+  text: { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 32, nFf: 11008, contextLength: 4096, ropeFreqBase: 10000, rmsEps: 1e-5 },
+  vision: CLIP_VIT_L_336,
+  vocabSize: 32000,
+  textType: 'q4_k_m',
+};
+
+/** The model files of a shape, generated when missing (minutes for the 1b and 7b shapes, once). */
 export async function benchModels(shape: Shape): Promise<TinyLlavaFiles> {
   switch (shape) {
     case 'tiny':
@@ -33,6 +42,6 @@ export async function benchModels(shape: Shape): Promise<TinyLlavaFiles> {
     case '1b':
       return ensureTinyLlava(BENCH_MODEL_DIR, BENCH_1B);
     case '7b':
-      throw new Error('the 7b shape (LLaVA-1.5-7B in Q4_K_M) is not generated yet: see bench/README.md');
+      return ensureTinyLlava(BENCH_MODEL_DIR, BENCH_7B);
   }
 }

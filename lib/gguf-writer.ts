@@ -94,6 +94,8 @@ export enum GgmlType {
   F32 = 0,
   F16 = 1,
   Q8_0 = 8,
+  Q4_K = 12,
+  Q6_K = 14,
 }
 
 /** How a tensor type lays out its data: `blockSize` elements are stored in `typeSize` bytes. */
@@ -119,6 +121,9 @@ export const GGML_TYPES: Readonly<Record<GgmlType, GgmlTypeTraits>> = {
     encode: (src, dst) => encodeF16(src, new Uint16Array(dst.buffer, dst.byteOffset, src.length)),
   },
   [GgmlType.Q8_0]: { name: 'q8_0', blockSize: 32, typeSize: 34, encode: encodeQ8_0 },
+  // K-quants are written as ready-made blocks (no encoder): enough for models of a real shape.
+  [GgmlType.Q4_K]: { name: 'q4_K', blockSize: 256, typeSize: 144 },
+  [GgmlType.Q6_K]: { name: 'q6_K', blockSize: 256, typeSize: 210 },
 };
 
 /** The traits of `type`; throws a RangeError for a type this module does not know. */

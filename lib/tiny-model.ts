@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { GgmlType, GgufType, gguf, readGgufHeader, writeGguf, type GgufContent, type GgufTensor, type GgufValue } from './gguf-writer';
+import { f32ToF16, GgmlType, ggmlTypeTraits, GgufType, gguf, readGgufHeader, writeGguf, type GgufContent, type GgufTensor, type GgufValue } from './gguf-writer';
 
 /** Shape of the text (language) model. */
 export interface TinyTextSpec {
@@ -60,6 +60,12 @@ export interface TinyModelSpec {
   readonly projectorWidth?: number;
   /** Written as `tokenizer.chat_template` when set. LLaVA-1.5 GGUFs usually have none. */
   readonly chatTemplate?: string;
+  /**
+   * How the text model's matrices are stored: `f16` (the default) or `q4_k_m`, llama.cpp's Q4_K_M
+   * mix (Q6_K for the output, attention values and feed-forward down projections, Q4_K for the rest)
+   * with random but valid blocks, for models of a real shape whose speed, not output, matters.
+   */
+  readonly textType?: 'f16' | 'q4_k_m';
   /**
    * Tokens in the vocabulary: the tiny vocabulary padded with filler pieces (see {@link tinyVocab}),
    * so that embeddings, logits and samplers cost what they cost with a real one (LLaMA's is 32000).
@@ -280,7 +286,9 @@ const CHUNK = 1 << 16;
 type Init =
   | { readonly kind: 'const'; readonly value: number }
   /** Zero-mean, `std`-scaled bell curve; the first `zeroRows` rows (of `shape[0]` values) are zero. */
-  | { readonly kind: 'random'; readonly std: number; readonly zeroRows?: number };
+  | { readonly kind: 'random'; readonly std: number; readonly zeroRows?: number }
+  /** Random K-quant blocks whose scales keep the values around ±`std` (written as raw bytes). */
+  | { readonly kind: 'random-blocks'; readonly std: number };
 
 interface Recipe {
   readonly name: string;
@@ -302,6 +310,10 @@ function materialize(recipe: Recipe, seed: number): GgufTensor {
     type: recipe.type,
     *data() {
       const next = mulberry32(fnv1a(`${seed}:${recipe.name}`));
+      if (init.kind === 'random-blocks') {
+        yield* randomBlocks(recipe.type, total, init.std, next);
+        return;
+      }
       const zeroUntil = init.kind === 'random' ? (init.zeroRows ?? 0) * recipe.shape[0]! : 0;
       for (let start = 0; start < total; start += CHUNK) {
         const chunk = new Float32Array(Math.min(CHUNK, total - start));
@@ -319,8 +331,33 @@ function materialize(recipe: Recipe, seed: number): GgufTensor {
   };
 }
 
-const weight = (name: string, shape: readonly number[], std = 0.02): Recipe =>
-  ({ name, shape, type: GgmlType.F16, init: { kind: 'random', std } });
+/** Whole K-quant blocks of random bytes, with the block scales (fp16) set so values stay near ±std. */
+function* randomBlocks(type: GgmlType, total: number, std: number, next: () => number): Generator<Uint8Array> {
+  const { blockSize, typeSize } = ggmlTypeTraits(type);
+  const blocksPerChunk = Math.max(1, Math.floor(CHUNK / blockSize));
+  // Q4_K: d and dmin first, values d·scale·q − dmin·min with 6-bit scales and 4-bit q.
+  // Q6_K: d last, values d·scale·(q − 32) with int8 scales and 6-bit q.
+  const scaleBits = f32ToF16(type === GgmlType.Q4_K ? std / (32 * 8) : std / (64 * 16));
+  for (let block = 0; block < total / blockSize; block += blocksPerChunk) {
+    const count = Math.min(blocksPerChunk, total / blockSize - block);
+    const bytes = new Uint8Array(count * typeSize);
+    const words = new Uint32Array(bytes.buffer, 0, bytes.length >> 2);
+    for (let i = 0; i < words.length; i++) words[i] = next() * 0x100000000;
+    const view = new DataView(bytes.buffer);
+    for (let b = 0; b < count; b++) {
+      if (type === GgmlType.Q4_K) {
+        view.setUint16(b * typeSize, scaleBits, true);
+        view.setUint16(b * typeSize + 2, scaleBits, true);
+      } else {
+        view.setUint16(b * typeSize + typeSize - 2, scaleBits, true);
+      }
+    }
+    yield bytes;
+  }
+}
+
+const weight = (name: string, shape: readonly number[], std = 0.02, type = GgmlType.F16): Recipe =>
+  type === GgmlType.F16 ? { name, shape, type, init: { kind: 'random', std } } : { name, shape, type, init: { kind: 'random-blocks', std } };
 const ones = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 1 } });
 const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 0 } });
 
@@ -330,8 +367,9 @@ const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: Gg
 const GENERATOR_VERSION = 2; // 2: digits split, as in LLaMA's vocabulary
 /** Metadata key holding the fingerprint (generator version, spec and seed) that {@link ensureTinyLlava} compares. */
 export const FINGERPRINT_KEY = 'chain_of_spot.tiny_model';
-/** `general.file_type` 1: LLAMA_FTYPE_MOSTLY_F16. */
+/** `general.file_type` 1: LLAMA_FTYPE_MOSTLY_F16; 15: LLAMA_FTYPE_MOSTLY_Q4_K_M. */
 const FILE_TYPE_MOSTLY_F16 = 1;
+const FILE_TYPE_MOSTLY_Q4_K_M = 15;
 
 function checkSpec(spec: TinyModelSpec, seed: number): void {
   const { text, vision } = spec;
@@ -351,6 +389,9 @@ function checkSpec(spec: TinyModelSpec, seed: number): void {
   if (vision.imageSize % vision.patchSize !== 0) fail('vision.imageSize must be divisible by vision.patchSize');
   if (vision.nEmbd % vision.nHead !== 0) fail('vision.nEmbd must be divisible by vision.nHead');
   if (vision.nLayer < 2) fail('vision.nLayer must be at least 2 (llama.cpp runs all but the last)');
+  if (spec.textType === 'q4_k_m' && (text.nEmbd % 256 !== 0 || text.nFf % 256 !== 0)) {
+    fail('a q4_k_m text model needs text.nEmbd and text.nFf in multiples of 256 (K-quant blocks)');
+  }
   if (spec.vocabSize !== undefined) {
     try {
       tinyVocab(spec.vocabSize);
@@ -373,6 +414,7 @@ function fingerprint(spec: TinyModelSpec, seed: number): string {
     chatTemplate: spec.chatTemplate ?? null,
     // Only when set, so the fingerprints of specs without it stay as they were.
     ...(spec.vocabSize === undefined ? {} : { vocabSize: spec.vocabSize }),
+    ...(spec.textType === undefined || spec.textType === 'f16' ? {} : { textType: spec.textType }),
   });
 }
 
@@ -388,7 +430,7 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
   const metadata: [string, GgufValue][] = [
     ['general.architecture', gguf.str('llama')],
     ['general.name', gguf.str(`${spec.name} (random weights)`)],
-    ['general.file_type', gguf.u32(FILE_TYPE_MOSTLY_F16)],
+    ['general.file_type', gguf.u32(spec.textType === 'q4_k_m' ? FILE_TYPE_MOSTLY_Q4_K_M : FILE_TYPE_MOSTLY_F16)],
     ['llama.context_length', gguf.u32(t.contextLength)],
     ['llama.embedding_length', gguf.u32(t.nEmbd)],
     ['llama.block_count', gguf.u32(t.nLayer)],
@@ -415,21 +457,24 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
   metadata.push([FINGERPRINT_KEY, gguf.str(fingerprint(spec, seed))]);
 
   const kvWidth = headDim * t.nHeadKv;
-  const recipes: Recipe[] = [weight('token_embd.weight', [t.nEmbd, nVocab])];
+  const quantized = spec.textType === 'q4_k_m';
+  // Q4_K_M: Q6_K where llama.cpp's mix keeps more bits, Q4_K elsewhere.
+  const [mostly, more] = quantized ? [GgmlType.Q4_K, GgmlType.Q6_K] : [GgmlType.F16, GgmlType.F16];
+  const recipes: Recipe[] = [weight('token_embd.weight', [t.nEmbd, nVocab], 0.02, mostly)];
   for (let i = 0; i < t.nLayer; i++) {
     recipes.push(
       ones(`blk.${i}.attn_norm.weight`, t.nEmbd),
-      weight(`blk.${i}.attn_q.weight`, [t.nEmbd, t.nEmbd]),
-      weight(`blk.${i}.attn_k.weight`, [t.nEmbd, kvWidth]),
-      weight(`blk.${i}.attn_v.weight`, [t.nEmbd, kvWidth]),
-      weight(`blk.${i}.attn_output.weight`, [t.nEmbd, t.nEmbd]),
+      weight(`blk.${i}.attn_q.weight`, [t.nEmbd, t.nEmbd], 0.02, mostly),
+      weight(`blk.${i}.attn_k.weight`, [t.nEmbd, kvWidth], 0.02, mostly),
+      weight(`blk.${i}.attn_v.weight`, [t.nEmbd, kvWidth], 0.02, more),
+      weight(`blk.${i}.attn_output.weight`, [t.nEmbd, t.nEmbd], 0.02, mostly),
       ones(`blk.${i}.ffn_norm.weight`, t.nEmbd),
-      weight(`blk.${i}.ffn_gate.weight`, [t.nEmbd, t.nFf]),
-      weight(`blk.${i}.ffn_up.weight`, [t.nEmbd, t.nFf]),
-      weight(`blk.${i}.ffn_down.weight`, [t.nFf, t.nEmbd]),
+      weight(`blk.${i}.ffn_gate.weight`, [t.nEmbd, t.nFf], 0.02, mostly),
+      weight(`blk.${i}.ffn_up.weight`, [t.nEmbd, t.nFf], 0.02, mostly),
+      weight(`blk.${i}.ffn_down.weight`, [t.nFf, t.nEmbd], 0.02, more),
     );
   }
-  recipes.push(ones('output_norm.weight', t.nEmbd), {
+  recipes.push(ones('output_norm.weight', t.nEmbd), quantized ? weight('output.weight', [t.nEmbd, nVocab], 4 / Math.sqrt(t.nEmbd), more) : {
     name: 'output.weight',
     shape: [t.nEmbd, nVocab],
     type: GgmlType.F16,
@@ -452,7 +497,7 @@ function mmprojContent(spec: TinyModelSpec, seed: number): GgufContent {
     ['clip.has_text_encoder', gguf.bool(false)],
     ['clip.has_vision_encoder', gguf.bool(true)],
     ['clip.has_llava_projector', gguf.bool(true)],
-    ['general.file_type', gguf.u32(FILE_TYPE_MOSTLY_F16)],
+    ['general.file_type', gguf.u32(spec.textType === 'q4_k_m' ? FILE_TYPE_MOSTLY_Q4_K_M : FILE_TYPE_MOSTLY_F16)],
     ['general.name', gguf.str(`${spec.name} mmproj (random weights)`)],
     ['general.description', gguf.str('image encoder for LLaVA')],
     ['clip.projector_type', gguf.str('mlp')],

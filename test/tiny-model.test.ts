@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { GgmlType, GgufType, readGgufHeader, tensorByteSize, type GgufHeader, type GgufValue } from '../lib/gguf-writer';
+import { Model } from '../lib/model';
 import {
   BOS_ID,
   BYTE_TOKEN_BASE,
@@ -287,6 +288,30 @@ describe('tiny-model', () => {
     it('writes the chat template only when the spec has one', async () => {
       const files = await writeTinyLlava(join(dir, 'template'), { ...TINY_LLAVA_FAST, chatTemplate: '{{ messages }}' });
       assert.equal(value(await readGgufHeader(files.model), 'tokenizer.chat_template'), '{{ messages }}');
+    });
+  });
+
+  describe('a Q4_K_M text model', () => {
+    it('mixes Q6_K and Q4_K as llama.cpp does, and llama.cpp loads it and generates', async () => {
+      const files = await writeTinyLlava(join(dir, 'q4km'), { ...TINY_LLAVA_FAST, name: 'tiny-q4km', textType: 'q4_k_m' });
+      const header = await readGgufHeader(files.model);
+      const typeOf = (name: string): GgmlType | undefined => header.tensors.find((t) => t.name === name)?.type;
+      assert.equal(value(header, 'general.file_type'), 15);
+      assert.deepEqual(
+        [typeOf('blk.0.attn_q.weight'), typeOf('blk.0.attn_v.weight'), typeOf('blk.0.ffn_down.weight'), typeOf('output.weight'), typeOf('blk.0.attn_norm.weight')],
+        [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q6_K, GgmlType.Q6_K, GgmlType.F32],
+      );
+      const model = await Model.load(files.model);
+      try {
+        assert.match(model.info.description, /Q4_K - Medium/);
+        const session = await model.createSession({ threads: 1 });
+        await session.evaluate('What is this?', { addBos: true });
+        const logits = await session.logits();
+        assert.ok(logits!.every(Number.isFinite), 'random blocks give finite logits');
+        assert.equal((await session.generate({ maxTokens: 4 })).tokens.length, 4);
+      } finally {
+        await model.dispose();
+      }
     });
   });
 
