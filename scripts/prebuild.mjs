@@ -33,7 +33,8 @@ const cmakeJs = join(dirname(fileURLToPath(import.meta.resolve('cmake-js/package
 const target = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 mkdirSync(target, { recursive: true });
 for (const level of levels) {
-  const out = join('build-prebuild', level);
+  // One folder deep, as build/: ccache (CCACHE_BASEDIR) then shares objects between them.
+  const out = `build-prebuild-${level}`;
   const started = Date.now();
   run([cmakeJs, 'compile', '--out', out, '--CDCOS_PORTABLE=ON', `--CDCOS_CPU_LEVEL=${level}`]);
   copyFileSync(join(root, out, 'Release', 'chain_of_spot.node'), join(target, `chain_of_spot.${level}.node`));
