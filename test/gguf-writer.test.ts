@@ -336,9 +336,10 @@ describe('gguf-writer', () => {
     it('knows the block layout of each type', () => {
       assert.deepEqual(
         Object.values(GGML_TYPES).map((t) => [t.name, t.blockSize, t.typeSize]),
-        [['f32', 1, 4], ['f16', 1, 2], ['q8_0', 32, 34]],
+        [['f32', 1, 4], ['f16', 1, 2], ['q8_0', 32, 34], ['q4_K', 256, 144], ['q6_K', 256, 210]],
       );
       assert.equal(tensorByteSize(GgmlType.Q8_0, [64, 3]), 6 * 34);
+      assert.equal(tensorByteSize(GgmlType.Q4_K, [4096, 2]), 32 * 144);
     });
   });
 });

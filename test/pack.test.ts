@@ -67,10 +67,11 @@ describe('the npm package', function () {
     assert.equal(choice.backend, 'cpu');
     assert.ok(choice.path.includes(path.join('node_modules', 'chain-of-spot', 'prebuilds')), choice.path);
 
-    const out = path.join(work, 'demo.png');
+    const out = path.join(work, 'demo');
+    await mkdir(out);
     const demo = run('npx', ['chain-of-spot', 'demo', '--out', out], { cwd: app, env });
     assert.match(demo.stdout, /random weights/i);
-    const meta = await sharp(out).metadata();
+    const meta = await sharp(path.join(out, 'chain-of-spot-demo.png')).metadata();
     assert.equal(meta.format, 'png');
   });
 });
