@@ -26,15 +26,10 @@ double MillisecondsSince(Clock::time_point start) {
 
 bool OnAbortCheck(void * data) { return static_cast<std::atomic<bool> *>(data)->load(); }
 
-// What a failed or aborted operation restores, so the session is as it was before the call.
-struct Checkpoint {
-  explicit Checkpoint(const Sequence & sequence) : saved(sequence) {}
-  Sequence saved;
-};
-
-void Restore(SessionState & state, int seq_id, const Checkpoint & checkpoint) {
-  llama_memory_seq_rm(llama_get_memory(state.context), seq_id, checkpoint.saved.cached, -1);
-  state.sequences[seq_id] = checkpoint.saved;
+// Puts a sequence back as it was before a failed or aborted operation (`saved` is its copy).
+void Restore(SessionState & state, int seq_id, const Sequence & saved) {
+  llama_memory_seq_rm(llama_get_memory(state.context), seq_id, saved.cached, -1);
+  state.sequences[seq_id] = saved;
 }
 
 void ThrowIfAborted(const SessionState & state) {
@@ -198,7 +193,7 @@ class SessionWorker : public PromiseWorker {
   virtual void Work() = 0;
 
   void Run() final {
-    Checkpoint checkpoint(state_->sequences[seq_id_]);
+    const Sequence checkpoint = state_->sequences[seq_id_];
     try {
       Work();
     } catch (...) {
@@ -371,6 +366,8 @@ class EvaluateImageWorker : public SessionWorker {
       const int32_t status = mtmd_helper_decode_image_chunk(mtmd, state_->context, chunk, mtmd_get_output_embd(mtmd),
                                                             sequence().cached, seq_id_, n_batch, &new_position,
                                                             nullptr, nullptr);
+      // The helper returns 1 for any failed decode (not llama_decode's "no KV slot"): report it as
+      // a plain failure, or as the abort it was.
       if (status != 0) throw DecodeFailure(*state_, status == 1 ? 3 : status, capture);
       decode_ms_ += MillisecondsSince(start);
       sequence().cached = new_position;
