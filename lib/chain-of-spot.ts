@@ -158,7 +158,9 @@ interface AskConfig {
   roiMaxTokens: number;
   grammar: boolean;
   includeRoiImage: boolean;
-  prompts: ChainOfSpotPromptOptions;
+  /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
+  turnOnePrompt: Prompt;
+  turnTwoPrompt: Prompt;
   signal: AbortSignal | undefined;
   onText1: ((text: string) => void) | undefined;
   onText2: ((text: string) => void) | undefined;
@@ -254,7 +256,7 @@ export class ChainOfSpot {
    */
   ask(image: ImageInput | OpenedImage, question: string, options?: AskOptions): Promise<AskResult> {
     const config = this.#askConfig(question, options);
-    return this.#queue.run(() => this.#ask(image, question, config), config.signal);
+    return this.#queue.run(() => this.#ask(image, config), config.signal);
   }
 
   /**
@@ -290,28 +292,26 @@ export class ChainOfSpot {
     const opts = optionsObject(options);
     const onText = functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText');
     const prompts = { ...this.#defaults, ...promptDefaults(opts) };
-    // Build both prompts once now, so a malformed instruction throws before anything runs.
-    roiPrompt(question, prompts);
-    answerContinuation(question, prompts);
     return {
       maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
       roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
       grammar: booleanOption(opts.grammar, 'grammar', true),
       includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
-      prompts,
+      turnOnePrompt: roiPrompt(question, prompts),
+      turnTwoPrompt: answerContinuation(question, prompts),
       signal: signalOption(opts.signal),
       onText1: onText && ((text: string) => onText(text, 1)),
       onText2: onText && ((text: string) => onText(text, 2)),
     };
   }
 
-  async #ask(image: ImageInput | OpenedImage, question: string, config: AskConfig): Promise<AskResult> {
+  async #ask(image: ImageInput | OpenedImage, config: AskConfig): Promise<AskResult> {
     const start = performance.now();
     const { prepared, preprocessMs: loadMs } = await this.#prepareTimed(image);
     const size = this.#projector.info.imageSize;
 
     // Turn one: the region of interest.
-    const turnOnePrompt = roiPrompt(question, config.prompts);
+    const { turnOnePrompt, turnTwoPrompt } = config;
     const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, turnOnePrompt, config.signal);
     const turnOne = await this.#generateTurn(turnOnePrompt, evaluation, {
       maxTokens: config.roiMaxTokens,
@@ -325,7 +325,6 @@ export class ChainOfSpot {
     const cropStart = performance.now();
     const roiImage = await prepareRegion(prepared.original, region.box, size, this.#maxPixels);
     const cropMs = performance.now() - cropStart;
-    const turnTwoPrompt = answerContinuation(question, config.prompts);
     const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
     const turnTwo = await this.#generateTurn(turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
 
