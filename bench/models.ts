@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 
-import { ensureTinyLlava, TINY_LLAVA, type TinyLlavaFiles, type TinyModelSpec, type TinyVisionSpec } from '../lib/tiny-model';
+import { ensureTinyLlava, TINY_LLAVA, type TinyLlavaFiles, type TinyModelSpec, type TinyVisionSpec } from '../lib/models/tiny-model';
 
 export type Shape = 'tiny' | '1b' | '7b';
 export const SHAPES: readonly Shape[] = ['tiny', '1b', '7b'];

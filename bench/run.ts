@@ -17,9 +17,9 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { binaryCandidates, type Candidate } from '../lib/binding';
-import { ChainOfSpot } from '../lib/chain-of-spot';
-import { GgufType, readGgufHeader } from '../lib/gguf-writer';
+import { binaryCandidates, type Candidate } from '../lib/native/loader';
+import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
+import { GgufType, readGgufHeader } from '../lib/gguf/writer';
 import { FloorProcess, buildFloor } from './floor';
 import { benchModels, SHAPES, type Shape } from './models';
 import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';

@@ -9,8 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 
-import { BOX_GRAMMAR } from '../lib/box';
-import { roiPrompt, twoTurnPrompt, type Prompt } from '../lib/prompt';
+import { BOX_GRAMMAR } from '../lib/procedure/box';
+import { roiPrompt, twoTurnPrompt, type Prompt } from '../lib/procedure/prompt';
 import { exec } from './floor';
 import type { Measured, PlanStep, Step } from './protocol';
 

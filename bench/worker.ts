@@ -6,12 +6,12 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { BOX_GRAMMAR, parseBoxOrFallback } from '../lib/box';
-import { ChainOfSpot, type OpenedImage } from '../lib/chain-of-spot';
-import { evaluatePrompt } from '../lib/evaluate-prompt';
-import { loadImage, prepareOriginal, prepareRegion } from '../lib/image';
-import { roiPrompt, twoTurnPrompt } from '../lib/prompt';
-import type { Session } from '../lib/session';
+import { BOX_GRAMMAR, parseBoxOrFallback } from '../lib/procedure/box';
+import { ChainOfSpot, type OpenedImage } from '../lib/procedure/chain-of-spot';
+import { evaluatePrompt } from '../lib/procedure/evaluate-prompt';
+import { loadImage, prepareOriginal, prepareRegion } from '../lib/image/image';
+import { roiPrompt, twoTurnPrompt } from '../lib/procedure/prompt';
+import type { Session } from '../lib/llama/session';
 import type { FromWorker, JsVariant, Measured, PlanStep, Step, ToWorker, WorkerInit } from './protocol';
 
 /** What the wrapped session did since the last reset, and optionally the plan to replay it. */

@@ -16,10 +16,10 @@ export {
   type RegionOfInterest,
   type TurnResult,
   type TurnTimings,
-} from './chain-of-spot';
-export { ChainOfSpotError, type ErrorCode } from './errors';
-export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './model';
-export { Projector, type ProjectorInfo, type ProjectorOptions } from './projector';
+} from './procedure/chain-of-spot';
+export { ChainOfSpotError, type ErrorCode } from './common/errors';
+export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './llama/model';
+export { Projector, type ProjectorInfo, type ProjectorOptions } from './llama/projector';
 export {
   Session,
   type EvaluateOptions,
@@ -30,10 +30,10 @@ export {
   type RgbPixels,
   type SequenceOptions,
   type SessionOptions,
-} from './session';
-export { setLogger, type Logger, type LogLevel } from './logger';
-export { backend, CPU_LEVELS, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './binding';
-export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, paddedSquare, parseBox, type Box, type ImageSize, type ModelBox, type PaddedSquare } from './box';
+} from './llama/session';
+export { setLogger, type Logger, type LogLevel } from './native/logger';
+export { backend, CPU_LEVELS, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './native/loader';
+export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, paddedSquare, parseBox, type Box, type ImageSize, type ModelBox, type PaddedSquare } from './procedure/box';
 export {
   boxToPixels,
   cropRect,
@@ -46,7 +46,7 @@ export {
   type PixelRect,
   type RawImageInput,
   type RgbImage,
-} from './image';
+} from './image/image';
 export {
   ANSWER_INSTRUCTION,
   ROI_INSTRUCTION,
@@ -65,4 +65,4 @@ export {
   type PromptPart,
   type SpecialPart,
   type TextPart,
-} from './prompt';
+} from './procedure/prompt';

@@ -148,8 +148,8 @@ function interestingInteger(r, original, width, fileSize) {
 // --- GGUF cases ----------------------------------------------------------------------------------
 
 async function ggufBases() {
-  const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'tiny-model.js'));
-  const { ggufFields } = require(path.join(DIST, 'gguf-check.js'));
+  const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
+  const { ggufFields } = require(path.join(DIST, 'gguf/check.js'));
   const files = await ensureTinyLlava(MODEL_CACHE, TINY_LLAVA_FAST);
   const bases = {};
   for (const [name, file] of [['model', files.model], ['mmproj', files.mmproj]]) {
@@ -261,7 +261,7 @@ function ggufMutation(r, base) {
     case 'retype': {
       // A structurally valid file with one tensor in another type (its data rewritten, the
       // offsets after it moved): what a broken quantizer could write.
-      const { GGML_TYPES } = require(path.join(DIST, 'gguf-check.js'));
+      const { GGML_TYPES } = require(path.join(DIST, 'gguf/check.js'));
       const tensor = r.pick(ofKind('tensor_type'));
       const row = Number(base.bytes.readBigInt64LE(fields.find((f) => f.kind === 'dim' && f.owner === tensor.owner).offset));
       const types = [...GGML_TYPES.entries()].filter(([, [, blockSize]]) => row % blockSize === 0).map(([type]) => type);
@@ -292,7 +292,7 @@ function makeGgufCase(seed, index, bases) {
 
 /** `bytes` with tensor `name` in ggml type `type`: new data (a fixed pattern), later offsets moved. */
 function retype(bytes, name, type) {
-  const { ggufFields, GGML_TYPES } = require(path.join(DIST, 'gguf-check.js'));
+  const { ggufFields, GGML_TYPES } = require(path.join(DIST, 'gguf/check.js'));
   const fields = ggufFields(bytes);
   const alignment = 32;
   const headerEnd = Math.max(...fields.map((f) => f.offset + f.width));
@@ -445,10 +445,10 @@ function makeImageCase(seed, index, bases) {
 // --- the child: runs cases through the public API ------------------------------------------------
 
 async function childMain() {
-  const { Model } = require(path.join(DIST, 'model.js'));
-  const { ChainOfSpotError } = require(path.join(DIST, 'errors.js'));
-  const { checkGguf } = require(path.join(DIST, 'gguf-check.js'));
-  const { loadImage, prepareOriginal } = require(path.join(DIST, 'image.js'));
+  const { Model } = require(path.join(DIST, 'llama/model.js'));
+  const { ChainOfSpotError } = require(path.join(DIST, 'common/errors.js'));
+  const { checkGguf } = require(path.join(DIST, 'gguf/check.js'));
+  const { loadImage, prepareOriginal } = require(path.join(DIST, 'image/image.js'));
   // The parent's folder: it outlives a crashed child, and the parent removes it at the end.
   const work = process.env.COS_FUZZ_WORK;
   let bases;
@@ -465,7 +465,7 @@ async function childMain() {
       goodModel = await Model.load(loaded.pair.model);
     } else {
       bases = await imageBases();
-      const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'tiny-model.js'));
+      const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
       const pair = await ensureTinyLlava(MODEL_CACHE, TINY_LLAVA_FAST);
       goodModel = await Model.load(pair.model);
       goodProjector = await goodModel.loadProjector(pair.mmproj, { threads: 1 });

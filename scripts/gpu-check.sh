@@ -4,7 +4,7 @@
 # LLaVA-1.5-7B shape fully offloaded, printing one short table.
 #
 # The machine needs Node.js >= 20 and a CUDA toolkit with cuBLAS headers. Carry what it lacks:
-#   node_modules (npm ci here), native/llama.cpp (npm run vendor here), and a Node.js build.
+#   node_modules (npm ci here), deps/llama.cpp (npm run vendor here), and a Node.js build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +19,8 @@ echo "gpu-check: CUDA build in $(( $(date +%s) - started )) s"
 node -e "console.log(require('./dist/lib/index.js').ChainOfSpot.backend())"
 
 npx tsc -p tsconfig.json
-npx mocha --no-config --require dist/test/setup.js --timeout 300000 \
-  dist/test/model.test.js dist/test/session.test.js dist/test/chain-of-spot.test.js
+npx mocha --no-config --timeout 300000 \
+  dist/test/native/model.test.js dist/test/native/session.test.js dist/test/native/chain-of-spot.test.js
 
 node dist/bench/run.js --shape 7b --reps 3 --gpu
 echo "gpu-check: done in $(( $(date +%s) - started )) s"

@@ -36,7 +36,7 @@ for (const level of levels) {
   // One folder deep, as build/: ccache (CCACHE_BASEDIR) then shares objects between them.
   const out = `build-prebuild-${level}`;
   const started = Date.now();
-  run([cmakeJs, 'compile', '--out', out, '--CDCOS_PORTABLE=ON', `--CDCOS_CPU_LEVEL=${level}`]);
+  run([cmakeJs, 'compile', '--out', out, `--CDCOS_CPU_LEVEL=${level}`]);
   copyFileSync(join(root, out, 'Release', 'chain_of_spot.node'), join(target, `chain_of_spot.${level}.node`));
   console.log(`prebuild: ${level} built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }

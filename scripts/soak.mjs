@@ -92,7 +92,7 @@ function slope(ys) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const { ChainOfSpot } = require(path.join(DIST, 'index.js'));
-  const { ensureTinyLlava, TINY_LLAVA, TINY_LLAVA_FAST } = require(path.join(DIST, 'tiny-model.js'));
+  const { ensureTinyLlava, TINY_LLAVA, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
   const sharp = require('sharp');
   const pair = await ensureTinyLlava(path.join(ROOT, '.cache', 'models'), args.model === 'fast' ? TINY_LLAVA_FAST : TINY_LLAVA);
   const options = { model: pair.model, mmproj: pair.mmproj, threads: args.threads };

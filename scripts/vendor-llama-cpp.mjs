@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// Brings llama.cpp's source, pinned, into native/llama.cpp (git-ignored) without copying it into
-// this repository: node-llama-cpp@3.21.1 on the npm registry ships llama.cpp as a git bundle.
+// Brings llama.cpp's source, pinned, into deps/llama.cpp (git-ignored) without copying it into
+// this repository: the pin (deps/llama.cpp.json, which CMake reads too) names an npm package that
+// ships llama.cpp as a git bundle (node-llama-cpp does).
 // We `npm pack` that tarball (nothing of it is installed), check its sha512 against the registry's
 // integrity, clone the bundle, verify the commit and keep only what our CMake build needs.
-// Idempotent: when native/llama.cpp already carries the stamp for this commit it does nothing, which
+// Idempotent: when deps/llama.cpp already carries the stamp for this commit it does nothing, which
 // is also the case inside our own published tarball.
 // `--full DEST` instead checks out the whole tree of the same commit into DEST (the benchmark builds
-// llama-server from it, which the trimmed copy omits); native/llama.cpp is left alone.
+// llama-server from it, which the trimmed copy omits); deps/llama.cpp is left alone.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,12 +15,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const PIN = {
-  package: 'node-llama-cpp@3.21.1',
-  integrity: 'sha512-E3N0Ev2Va0wzydvXYFwM9Hvyo07PoWjt8T/9GMc43Cvt8YkV/NU/tYUgEMC1grTPv2o9PRjQi0G3Wb5P/awiMg==',
-  bundle: 'package/llama/gitRelease.bundle',
-  commit: '80fb11ac73e66d89eae2c6a91d8a77428fa733ed',
-};
 
 // What the build of ggml + llama + mtmd reads; nothing else (no server, tools, tests, models, docs).
 const KEEP = [
@@ -34,6 +29,8 @@ const DROP = [
 ];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** The pinned source: the one place the llama.cpp commit is written. */
+export const PIN = JSON.parse(readFileSync(join(root, 'deps', 'llama.cpp.json'), 'utf8'));
 
 function run(cmd, args, options = {}) {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...options }).trim();
@@ -119,14 +116,14 @@ if (fullAt !== -1) {
     console.log(`llama.cpp ${PIN.commit.slice(0, 12)} (full tree) checked out into ${dest} from ${PIN.package}`);
   }
 } else {
-  const target = join(root, 'native', 'llama.cpp');
+  const target = join(root, 'deps', 'llama.cpp');
   const stampPath = join(target, 'VENDORED.json');
   const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, kept: KEEP, dropped: DROP };
   if (isUpToDate(stampPath, stamp)) {
-    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} already in native/llama.cpp`);
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} already in deps/llama.cpp`);
   } else {
     mkdirSync(dirname(target), { recursive: true });
     vendor(target, stampPath, stamp);
-    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into native/llama.cpp from ${PIN.package}`);
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into deps/llama.cpp from ${PIN.package}`);
   }
 }

@@ -1,7 +1,7 @@
 /** The tiny LLaVA-1.5 pairs the tests run on, generated once into .cache/models (git-ignored). */
 import path from 'node:path';
 
-import { ensureTinyLlava, TINY_LLAVA, TINY_LLAVA_FAST, type TinyLlavaFiles, type TinyModelSpec } from '../../lib/tiny-model';
+import { ensureTinyLlava, TINY_LLAVA, TINY_LLAVA_FAST, type TinyLlavaFiles, type TinyModelSpec } from '../../lib/models/tiny-model';
 
 /** The repository's .cache/models folder (this file runs from dist/test/support/). */
 export const MODEL_CACHE = path.resolve(__dirname, '../../../.cache/models');

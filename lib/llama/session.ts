@@ -1,0 +1,299 @@
+/**
+ * A session: a llama.cpp context over a Model, with its own KV cache. Text and images are
+ * evaluated into the cache; generation continues from it. Calls on one session run one at a time
+ * in call order (a call made while another runs waits for it).
+ */
+import { binding } from '../native/loader';
+import type { Model } from './model';
+import type { NativeGenerateResult, NativeSession } from '../native/addon';
+import { OperationQueue } from './operation-queue';
+import type { Projector } from './projector';
+import { defaultThreads } from '../native/threads';
+import {
+  booleanOption,
+  functionOption,
+  integerOption,
+  numberOption,
+  optionsObject,
+  signalOption,
+} from '../common/validate';
+
+/** Options of {@link Model.createSession}. */
+export interface SessionOptions {
+  /** Tokens the KV cache holds (default 2048: one Chain-of-Spot question takes about 1,300). */
+  contextSize?: number;
+  /** Tokens evaluated per llama.cpp batch (default 512). */
+  batchSize?: number;
+  /** CPU threads (default: the number of CPUs). */
+  threads?: number;
+  /** Independent sequences sharing the cache (default 1). */
+  sequences?: number;
+}
+
+/** Options shared by the session's operations. */
+export interface SequenceOptions {
+  /** Which sequence (default 0). */
+  sequence?: number;
+  /** Cancels the operation: it rejects with ERR_ABORTED and the sequence is left as before the call. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Session.evaluate}. */
+export interface EvaluateOptions extends SequenceOptions {
+  /** For string input: parse special-token text such as `</s>` (default false: text stays text). */
+  parseSpecial?: boolean;
+  /** For string input: put the BOS token first (default false). */
+  addBos?: boolean;
+}
+
+/** An RGB image, 3 bytes a pixel, row by row. */
+export interface RgbPixels {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** Options of {@link Session.generate}. */
+export interface GenerateOptions extends SequenceOptions {
+  /** Most tokens to generate (default 128). */
+  maxTokens?: number;
+  /** 0 (the default) decodes greedily; above 0 samples with this temperature. */
+  temperature?: number;
+  /** With temperature > 0: keep the k most likely tokens (default 40; 0 keeps all). */
+  topK?: number;
+  /** With temperature > 0: nucleus sampling threshold (default 0.95; 1 keeps all). */
+  topP?: number;
+  /** With temperature > 0: the random seed (default 0), for reproducible sampling. */
+  seed?: number;
+  /** A GBNF grammar (start rule `root`) that every generated text must match. */
+  grammar?: string;
+  /** Generation stops before the first of these strings; it is not part of the text. */
+  stop?: string[];
+  /** Receives the text as it is generated, piece by piece. */
+  onText?: (text: string) => void;
+}
+
+/** What {@link Session.evaluate} did. */
+export interface EvaluateResult {
+  /** The sequence's position (tokens in it) afterwards. */
+  position: number;
+  /** Tokens evaluated. */
+  tokens: number;
+  /** llama_decode calls made. */
+  decodeCalls: number;
+  /** Wall time in milliseconds. */
+  ms: number;
+}
+
+/** What {@link Session.evaluateImage} did. */
+export interface ImageEvaluation {
+  position: number;
+  /** Tokens the image became. */
+  tokens: number;
+  /** Milliseconds in the image encoder. */
+  encodeMs: number;
+  /** Milliseconds evaluating the image's tokens in the text model. */
+  decodeMs: number;
+}
+
+/** What {@link Session.generate} produced. */
+export interface GenerateResult {
+  /** The generated tokens (the end-of-sequence token is not included). */
+  tokens: Int32Array;
+  text: string;
+  /** `eos`: the model (or the grammar) ended; `stop`: a stop string; `length`: maxTokens reached. */
+  finishReason: NativeGenerateResult['finishReason'];
+  /** Tokens that were sampled; the rest were forced by the grammar and cost no decode step. */
+  sampledTokens: number;
+  /** llama_decode calls made. */
+  decodeCalls: number;
+  position: number;
+  ms: number;
+}
+
+const MAX_CONTEXT = 1 << 20;
+
+export class Session {
+  readonly #native: NativeSession;
+  readonly #queue: OperationQueue;
+  readonly #model: Model;
+  readonly #sequences: number;
+
+  private constructor(native: NativeSession, model: Model, sequences: number) {
+    this.#native = native;
+    this.#model = model;
+    this.#sequences = sequences;
+    this.#queue = new OperationQueue('the session', () => native.abort());
+  }
+
+  /** @internal Use {@link Model.createSession}. */
+  static async create(model: Model, options?: SessionOptions): Promise<Session> {
+    const opts = optionsObject(options);
+    const nativeOptions = {
+      contextSize: integerOption(opts.contextSize, 'contextSize', 16, MAX_CONTEXT, 2048),
+      batchSize: integerOption(opts.batchSize, 'batchSize', 1, MAX_CONTEXT, 512),
+      threads: integerOption(opts.threads, 'threads', 1, 1024, defaultThreads()),
+      sequences: integerOption(opts.sequences, 'sequences', 1, 256, 1),
+    };
+    const native = new (binding().Session)();
+    const session = new Session(native, model, nativeOptions.sequences);
+    try {
+      await session.#queue.run(() => native.create(model.native, nativeOptions));
+    } catch (error) {
+      native.dispose();
+      throw error;
+    }
+    return session;
+  }
+
+  /** The model this session runs. */
+  get model(): Model {
+    return this.#model;
+  }
+
+  /** Context size, batch size and sequence count, as llama.cpp set them up. */
+  get info(): { contextSize: number; batchSize: number; sequences: number } {
+    this.#queue.assertAlive();
+    return this.#native.info();
+  }
+
+  /** Tokens in the sequence so far (its next position). */
+  position(sequence = 0): number {
+    this.#queue.assertAlive();
+    return this.#native.position(this.#sequenceIndex(sequence));
+  }
+
+  /**
+   * Evaluates text (tokenized without special tokens unless asked) or token ids at the end of the
+   * sequence. Rejects with ERR_CONTEXT_FULL, leaving the sequence unchanged, when they do not fit.
+   */
+  evaluate(input: string | ArrayLike<number>, options?: EvaluateOptions): Promise<EvaluateResult> {
+    const opts = optionsObject(options);
+    const sequence = this.#sequenceIndex(opts.sequence);
+    const signal = signalOption(opts.signal);
+    let tokens: Int32Array;
+    if (typeof input === 'string') {
+      tokens = this.#model.tokenize(input, {
+        addBos: booleanOption(opts.addBos, 'addBos', false),
+        parseSpecial: booleanOption(opts.parseSpecial, 'parseSpecial', false),
+      });
+    } else if (input instanceof Int32Array) {
+      tokens = input;
+    } else if (input !== null && typeof input === 'object' && typeof input.length === 'number') {
+      tokens = Int32Array.from(Array.from(input, Number));
+    } else {
+      throw new TypeError('input must be a string or an array of token ids');
+    }
+    return this.#queue.run(() => this.#native.evaluate(tokens, sequence), signal);
+  }
+
+  /** Encodes an RGB image with the projector and evaluates its tokens at the end of the sequence. */
+  evaluateImage(projector: Projector, image: RgbPixels, options?: SequenceOptions): Promise<ImageEvaluation> {
+    if (projector === null || typeof projector !== 'object' || !('native' in projector)) {
+      throw new TypeError('projector must be a Projector');
+    }
+    if (image === null || typeof image !== 'object' || !(image.data instanceof Uint8Array)) {
+      throw new TypeError('image must be { data: Uint8Array, width, height } with RGB bytes');
+    }
+    const width = integerOption(image.width, 'image.width', 1, 65535, 0);
+    const height = integerOption(image.height, 'image.height', 1, 65535, 0);
+    if (image.data.length !== width * height * 3) {
+      throw new RangeError(`image.data must hold width * height * 3 = ${width * height * 3} bytes, got ${image.data.length}`);
+    }
+    const opts = optionsObject(options);
+    const sequence = this.#sequenceIndex(opts.sequence);
+    const signal = signalOption(opts.signal);
+    return this.#queue.run(() => this.#native.evaluateImage(projector.native, image.data, width, height, sequence), signal);
+  }
+
+  /**
+   * Generates from the end of the sequence. The generated tokens become part of the sequence
+   * (evaluated together with whatever comes next). Rejects with ERR_ABORTED when aborted, leaving
+   * the sequence as it was before the call.
+   */
+  generate(options?: GenerateOptions): Promise<GenerateResult> {
+    const opts = optionsObject(options);
+    const sequence = this.#sequenceIndex(opts.sequence);
+    const signal = signalOption(opts.signal);
+    const onText = functionOption<(text: string) => void>(opts.onText, 'onText');
+    if (opts.grammar !== undefined && typeof opts.grammar !== 'string') throw new TypeError('grammar must be a string');
+    if (opts.stop !== undefined && (!Array.isArray(opts.stop) || opts.stop.some((s) => typeof s !== 'string'))) {
+      throw new TypeError('stop must be an array of strings');
+    }
+    const nativeOptions = {
+      maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, MAX_CONTEXT, 128),
+      temperature: numberOption(opts.temperature, 'temperature', 0, 100, 0),
+      topK: integerOption(opts.topK, 'topK', 0, 1 << 30, 40),
+      topP: numberOption(opts.topP, 'topP', 0, 1, 0.95),
+      seed: integerOption(opts.seed, 'seed', 0, 0xffffffff, 0),
+      grammar: opts.grammar ?? '',
+      stop: (opts.stop ?? []).filter((s) => s.length > 0),
+    };
+    // A throwing onText must not reach the native thread-safe call: report it after generation.
+    let callbackError: unknown;
+    const forward = onText
+      ? (text: string): void => {
+          if (callbackError !== undefined) return;
+          try {
+            onText(text);
+          } catch (error) {
+            callbackError = error;
+          }
+        }
+      : undefined;
+    return this.#queue.run(async () => {
+      const result = await this.#native.generate(nativeOptions, sequence, forward);
+      if (callbackError !== undefined) throw callbackError;
+      return result;
+    }, signal);
+  }
+
+  /** Forgets everything in the sequence from `position` on. */
+  truncate(position: number, sequence = 0): Promise<void> {
+    const index = this.#sequenceIndex(sequence);
+    if (typeof position !== 'number') throw new TypeError('position must be a number');
+    return this.#queue.run(() => this.#native.truncate(position, index));
+  }
+
+  /** Makes `destination` a copy of `source` (the cache is shared, not copied). */
+  copySequence(source: number, destination: number): Promise<void> {
+    const from = this.#sequenceIndex(source, 'source');
+    const to = this.#sequenceIndex(destination, 'destination');
+    return this.#queue.run(() => this.#native.copySequence(from, to));
+  }
+
+  /** Empties every sequence. */
+  clear(): Promise<void> {
+    return this.#queue.run(() => this.#native.clear());
+  }
+
+  /**
+   * The logits predicting the sequence's next token, or null when the last operation did not
+   * leave them (after an image, or after generation, until something is evaluated).
+   */
+  logits(sequence = 0): Promise<Float32Array | null> {
+    const index = this.#sequenceIndex(sequence);
+    return this.#queue.run(() => this.#native.logits(index));
+  }
+
+  /**
+   * Frees the session's context. An operation in flight stops and rejects with ERR_DISPOSED, as do
+   * queued ones. Safe to call more than once.
+   */
+  async dispose(): Promise<void> {
+    await this.#queue.dispose(() => this.#native.dispose());
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  /** @internal */
+  onDispose(listener: () => void): void {
+    this.#queue.onDisposed(listener);
+  }
+
+  #sequenceIndex(value: unknown, name = 'sequence'): number {
+    return integerOption(value, name, 0, this.#sequences - 1, 0);
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * llama.cpp, ggml and the CLIP encoder log a lot. By default this package prints none of it;
+ * set a logger to receive it, or set CHAIN_OF_SPOT_DEBUG=1 to have it on stderr.
+ */
+import { binding } from './loader';
+
+/** Log levels, lowest first. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** Receives one log line of llama.cpp (with its trailing newline, as llama.cpp writes it). */
+export type Logger = (level: LogLevel, text: string) => void;
+
+const LEVEL_NUMBERS: Record<LogLevel, number> = { debug: 1, info: 2, warn: 3, error: 4 };
+
+/**
+ * Routes llama.cpp's log lines at `minLevel` and above to `logger`, or silences them again when
+ * `logger` is null. The logger never keeps the process alive.
+ */
+export function setLogger(logger: Logger | null, minLevel: LogLevel = 'warn'): void {
+  if (logger !== null && typeof logger !== 'function') throw new TypeError('logger must be a function or null');
+  if (!(minLevel in LEVEL_NUMBERS)) throw new RangeError(`minLevel must be one of ${Object.keys(LEVEL_NUMBERS).join(', ')}`);
+  binding().setLogger(logger as ((level: string, text: string) => void) | null, LEVEL_NUMBERS[minLevel]);
+}

@@ -1,0 +1,432 @@
+/**
+ * Chain-of-Spot (Liu, Dong, Rao, Zhou, Lu): ask a LLaVA-1.5 model for the region of interest of a
+ * question, zoom into it, and ask the question again in the same conversation, with both the
+ * image and the zoomed region in view.
+ *
+ * Unlike the reference, which rebuilds the whole two-image conversation for turn two, the KV cache
+ * stays in native memory between the turns: turn two evaluates only its own tokens and the crop.
+ * And the image prefix (system prompt + original image) is kept between questions about the same
+ * image, so a further question costs only its own tokens and its crop.
+ */
+import { createHash } from 'node:crypto';
+
+import { backend } from '../native/loader';
+import { BOX_GRAMMAR, parseBoxOrFallback, type Box, type RegionBox } from './box';
+import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from '../common/errors';
+import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
+import { boxToPixels, DEFAULT_MAX_PIXELS, encodePng, loadImage, prepareOriginal, prepareRegion, type ImageInput, type PixelRect, type RgbImage } from '../image/image';
+import { Model, type ModelLoadOptions } from '../llama/model';
+import { OperationQueue } from '../llama/operation-queue';
+import type { Projector } from '../llama/projector';
+import {
+  answerContinuation,
+  baselinePrompt,
+  renderPrompt,
+  roiPrompt,
+  type ChainOfSpotPromptOptions,
+  type Prompt,
+} from './prompt';
+import type { GenerateResult, Session } from '../llama/session';
+import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
+
+/** Options of {@link ChainOfSpot.load}. */
+export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
+  /** The LLaVA-1.5 text model (GGUF). */
+  model: string;
+  /** Its projector (the mmproj GGUF that was released with it). */
+  mmproj: string;
+  /** Text model layers on the GPU (see {@link ModelLoadOptions.gpuLayers}; default 'auto'). */
+  gpuLayers?: ModelLoadOptions['gpuLayers'];
+  /** Run the image encoder on the GPU when there is one (default true). */
+  projectorGpu?: boolean;
+  /** CPU threads (default: the number of CPUs). */
+  threads?: number;
+  /**
+   * Tokens of KV cache (default: what the procedure needs: two images, both answers and room for
+   * the prompts and a long question, rounded up to a multiple of 256; 2048 for LLaVA-1.5).
+   */
+  contextSize?: number;
+  /** Memory-map the model files (default true). */
+  mmap?: boolean;
+  /** Load progress of the text model, from 0 to 1. */
+  onProgress?: (progress: number) => void;
+  /** Cancels loading. */
+  signal?: AbortSignal;
+  /** The most pixels an input image, and the square it is padded to, may have (default 50 million). */
+  maxPixels?: number;
+}
+
+/** Options of {@link ChainOfSpot.ask}. */
+export interface AskOptions extends ChainOfSpotPromptOptions {
+  /** Most tokens of the answer (turn two; default 128, as the reference). */
+  maxTokens?: number;
+  /** Most tokens of the region answer (turn one; default 128, as the reference). */
+  roiMaxTokens?: number;
+  /**
+   * Constrain turn one to the reference's box format with a grammar (default true), so any model
+   * yields a box; characters the format fixes cost no decode step. False lets the model write freely.
+   */
+  grammar?: boolean;
+  /** Include the zoomed region, as PNG bytes, in the result (default false). */
+  includeRoiImage?: boolean;
+  /** Receives each turn's text as it is generated. */
+  onText?: (text: string, turn: 1 | 2) => void;
+  /** Cancels the question: it rejects with ERR_ABORTED and the instance stays usable. */
+  signal?: AbortSignal;
+}
+
+/** One turn of the conversation. */
+export interface TurnResult {
+  /** The prompt of this turn as the reference's string (`<image>` where an image went). */
+  prompt: string;
+  /** What the model wrote. */
+  text: string;
+  /** The generated token ids (they stay in the cache as the model wrote them). */
+  tokens: Int32Array;
+  /** Tokens evaluated for the prompt (image tokens included). */
+  promptTokens: number;
+  /** Tokens generated. */
+  generatedTokens: number;
+  /** Decode steps of the generation (fewer than tokens when a grammar forced some). */
+  decodeSteps: number;
+  finishReason: GenerateResult['finishReason'];
+  timings: TurnTimings;
+}
+
+/** Milliseconds of one turn, by stage. */
+export interface TurnTimings {
+  imageEncodeMs: number;
+  imageDecodeMs: number;
+  /** Text prompt evaluation. */
+  promptMs: number;
+  generateMs: number;
+}
+
+/** The region turn two zoomed into. */
+export interface RegionOfInterest {
+  /** `[left, top, right, bottom]` as fractions of the image padded to a square (the model's frame). */
+  box: Box;
+  /** The same region in the original image's pixels, clamped to it (right and bottom exclusive). */
+  pixels: PixelRect;
+  /** `model` when read from turn one's answer, `fallback` (the whole image) when none could be read. */
+  source: RegionBox['source'];
+}
+
+/** What {@link ChainOfSpot.ask} found. */
+export interface AskResult {
+  /** The answer to the question (turn two's text, trimmed). */
+  answer: string;
+  roi: RegionOfInterest;
+  /** The zoomed region the model saw in turn two, as PNG, when `includeRoiImage` was set. */
+  roiImage?: Buffer;
+  turns: [TurnResult, TurnResult];
+  /** Whether the image's prefix was already in the cache (a further question on the same image). */
+  prefixReused: boolean;
+  timings: {
+    /** Decoding the input, padding and resizing both images. */
+    preprocessMs: number;
+    totalMs: number;
+  };
+}
+
+/** What {@link ChainOfSpot.baseline} found: one plain LLaVA-1.5 turn. */
+export interface BaselineResult {
+  answer: string;
+  turn: TurnResult;
+  prefixReused: boolean;
+  timings: { preprocessMs: number; totalMs: number };
+}
+
+/** An image loaded and prepared once, for several questions. */
+export interface OpenedImage {
+  /** The original image's size in pixels. */
+  readonly width: number;
+  readonly height: number;
+}
+
+interface PreparedImage extends OpenedImage {
+  /** What {@link ChainOfSpot.open} hands out for it. */
+  readonly handle: OpenedImage;
+  readonly original: RgbImage;
+  readonly model: RgbImage;
+  readonly key: string;
+}
+
+/** Validated options of one question. */
+interface AskConfig {
+  maxTokens: number;
+  roiMaxTokens: number;
+  grammar: boolean;
+  includeRoiImage: boolean;
+  /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
+  turnOnePrompt: Prompt;
+  turnTwoPrompt: Prompt;
+  signal: AbortSignal | undefined;
+  onText1: ((text: string) => void) | undefined;
+  onText2: ((text: string) => void) | undefined;
+}
+
+const preparedImages = new WeakMap<OpenedImage, PreparedImage>();
+
+/** Tokens for prompts and question beyond the images and answers, in the default context size. */
+const PROMPT_ROOM = 512;
+
+export class ChainOfSpot {
+  readonly #model: Model;
+  readonly #projector: Projector;
+  readonly #session: Session;
+  readonly #queue: OperationQueue;
+  readonly #defaults: ChainOfSpotPromptOptions;
+  readonly #maxPixels: number | undefined;
+  /** The image prefix in the cache: whose it is and where it ends. */
+  #prefix: { key: string; position: number } | undefined;
+
+  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined) {
+    this.#model = model;
+    this.#projector = projector;
+    this.#session = session;
+    this.#defaults = defaults;
+    this.#maxPixels = maxPixels;
+    this.#queue = new OperationQueue('this ChainOfSpot instance', () => undefined);
+  }
+
+  /** Loads a LLaVA-1.5 text model and its projector, ready to ask questions. */
+  static async load(options: ChainOfSpotOptions): Promise<ChainOfSpot> {
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object with model and mmproj paths');
+    const modelPath = requiredString(options.model, 'model');
+    const mmprojPath = requiredString(options.mmproj, 'mmproj');
+    const threads = options.threads === undefined ? undefined : integerOption(options.threads, 'threads', 1, 1024, 1);
+    const signal = signalOption(options.signal);
+    const stack = callerStack();
+    try {
+      const model = await Model.load(modelPath, { gpuLayers: options.gpuLayers, mmap: options.mmap, onProgress: options.onProgress, signal });
+      try {
+        const projector = await model.loadProjector(mmprojPath, { gpu: booleanOption(options.projectorGpu, 'projectorGpu', true), threads, signal });
+        const { tokensPerImage } = projector.info;
+        const needed = 2 * tokensPerImage + 2 * 128 + PROMPT_ROOM;
+        const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, Math.ceil(needed / 256) * 256);
+        const session = await model.createSession({ contextSize, threads });
+        return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels);
+      } catch (error) {
+        await model.dispose();
+        throw error;
+      }
+    } catch (error) {
+      return rethrowWithCallerStack(error, stack);
+    }
+  }
+
+  /** Which native binary and backend (CPU or CUDA) this process uses, and why. */
+  static backend(): ReturnType<typeof backend> {
+    return backend();
+  }
+
+  /** The text model. */
+  get model(): Model {
+    return this.#model;
+  }
+
+  /** The projector. */
+  get projector(): Projector {
+    return this.#projector;
+  }
+
+  /** The session whose cache holds the conversation. */
+  get session(): Session {
+    return this.#session;
+  }
+
+  /**
+   * Loads and prepares an image once, for several questions: each {@link ask} with the result
+   * skips decoding and resizing it, and reuses its prefix in the cache when it is still there.
+   */
+  async open(image: ImageInput): Promise<OpenedImage> {
+    this.#queue.assertAlive();
+    const stack = callerStack();
+    try {
+      return (await this.#prepare(image)).handle;
+    } catch (error) {
+      return rethrowWithCallerStack(error, stack, 'ERR_IMAGE');
+    }
+  }
+
+  /**
+   * Asks a question about an image the Chain-of-Spot way: turn one asks for the region of interest,
+   * turn two shows the zoomed region and asks the question. Calls queue: one question runs at a time.
+   */
+  ask(image: ImageInput | OpenedImage, question: string, options?: AskOptions): Promise<AskResult> {
+    const config = this.#askConfig(question, options);
+    return this.#queue.run(() => this.#ask(image, config), config.signal);
+  }
+
+  /**
+   * The plain LLaVA-1.5 answer in one turn (`USER: <image>\n{question} ASSISTANT:`), what
+   * Chain-of-Spot is compared against. Shares the image prefix with {@link ask}.
+   */
+  baseline(image: ImageInput | OpenedImage, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText'>): Promise<BaselineResult> {
+    const config = this.#askConfig(question, options);
+    return this.#queue.run(async () => {
+      const start = performance.now();
+      const { prepared, preprocessMs } = await this.#prepareTimed(image);
+      const prompt = baselinePrompt(question);
+      const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, prompt, config.signal);
+      const turn = await this.#generateTurn(prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
+      return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
+    }, config.signal);
+  }
+
+  /** Frees the models and the cache. Questions in flight reject with ERR_DISPOSED. */
+  async dispose(): Promise<void> {
+    // Disposing the model disposes the session, which stops the question in flight.
+    const settled = this.#queue.dispose(() => undefined);
+    await this.#model.dispose();
+    await settled;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  #askConfig(question: string, options: AskOptions | undefined): AskConfig {
+    if (typeof question !== 'string') throw new TypeError('question must be a string');
+    const opts = optionsObject(options);
+    const onText = functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText');
+    const prompts = { ...this.#defaults, ...promptDefaults(opts) };
+    return {
+      maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
+      roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
+      grammar: booleanOption(opts.grammar, 'grammar', true),
+      includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
+      turnOnePrompt: roiPrompt(question, prompts),
+      turnTwoPrompt: answerContinuation(question, prompts),
+      signal: signalOption(opts.signal),
+      onText1: onText && ((text: string) => onText(text, 1)),
+      onText2: onText && ((text: string) => onText(text, 2)),
+    };
+  }
+
+  async #ask(image: ImageInput | OpenedImage, config: AskConfig): Promise<AskResult> {
+    const start = performance.now();
+    const { prepared, preprocessMs: loadMs } = await this.#prepareTimed(image);
+    const size = this.#projector.info.imageSize;
+
+    // Turn one: the region of interest.
+    const { turnOnePrompt, turnTwoPrompt } = config;
+    const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, turnOnePrompt, config.signal);
+    const turnOne = await this.#generateTurn(turnOnePrompt, evaluation, {
+      maxTokens: config.roiMaxTokens,
+      grammar: config.grammar ? BOX_GRAMMAR : undefined,
+      signal: config.signal,
+      onText: config.onText1,
+    });
+    const region = parseBoxOrFallback(turnOne.text, prepared);
+
+    // Turn two: the zoomed region, in the same conversation.
+    const cropStart = performance.now();
+    const roiImage = await prepareRegion(prepared.original, region.box, size, this.#maxPixels);
+    const cropMs = performance.now() - cropStart;
+    const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
+    const turnTwo = await this.#generateTurn(turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
+
+    const result: AskResult = {
+      answer: turnTwo.text.trim(),
+      roi: { box: region.box, pixels: boxToPixels(region.box, prepared.width, prepared.height), source: region.source },
+      turns: [turnOne, turnTwo],
+      prefixReused,
+      timings: { preprocessMs: loadMs + cropMs, totalMs: 0 },
+    };
+    if (config.includeRoiImage) result.roiImage = await encodePng(roiImage);
+    result.timings.totalMs = performance.now() - start;
+    return result;
+  }
+
+  async #prepare(image: ImageInput | OpenedImage): Promise<PreparedImage> {
+    const opened = preparedImages.get(image as OpenedImage);
+    if (opened) return opened;
+    const maxPixels = this.#maxPixels ?? DEFAULT_MAX_PIXELS;
+    const original = await loadImage(image as ImageInput, { maxPixels });
+    const modelImage = await prepareOriginal(original, this.#projector.info.imageSize, maxPixels);
+    const key = createHash('sha256').update(modelImage.data).digest('hex');
+    const handle: OpenedImage = Object.freeze({ width: original.width, height: original.height });
+    const prepared: PreparedImage = { width: original.width, height: original.height, handle, original, model: modelImage, key };
+    preparedImages.set(handle, prepared);
+    return prepared;
+  }
+
+  async #prepareTimed(image: ImageInput | OpenedImage): Promise<{ prepared: PreparedImage; preprocessMs: number }> {
+    const start = performance.now();
+    try {
+      const prepared = await this.#prepare(image);
+      return { prepared, preprocessMs: performance.now() - start };
+    } catch (error) {
+      if (error instanceof TypeError || error instanceof RangeError || error instanceof ChainOfSpotError) throw error;
+      throw new ChainOfSpotError('ERR_IMAGE', `the image could not be prepared: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * Evaluates a conversation-opening prompt, reusing the cached image prefix (its parts up to and
+   * including the original image) when it belongs to this image; otherwise starts the cache anew.
+   */
+  async #evaluateFromPrefix(prepared: PreparedImage, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
+    const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
+    const prefixParts = prompt.slice(0, prefixLength);
+    const key = `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
+    const images = { original: prepared.model };
+    let evaluation: PromptEvaluation;
+    let prefixReused = false;
+    if (this.#prefix?.key === key && this.#session.position() >= this.#prefix.position) {
+      await this.#session.truncate(this.#prefix.position);
+      prefixReused = true;
+      evaluation = await evaluatePrompt(this.#session, this.#projector, prompt.slice(prefixLength), images, { bos: false, signal });
+    } else {
+      this.#prefix = undefined;
+      await this.#session.clear();
+      evaluation = await evaluatePrompt(this.#session, this.#projector, prefixParts, images, { bos: true, signal });
+      this.#prefix = { key, position: this.#session.position() };
+      const rest = await evaluatePrompt(this.#session, this.#projector, prompt.slice(prefixLength), images, { bos: false, signal });
+      evaluation = {
+        tokens: evaluation.tokens + rest.tokens,
+        textMs: evaluation.textMs + rest.textMs,
+        imageEncodeMs: evaluation.imageEncodeMs + rest.imageEncodeMs,
+        imageDecodeMs: evaluation.imageDecodeMs + rest.imageDecodeMs,
+      };
+    }
+    return { evaluation, prefixReused };
+  }
+
+  async #generateTurn(
+    prompt: Prompt,
+    evaluation: PromptEvaluation,
+    options: { maxTokens: number; grammar?: string | undefined; signal: AbortSignal | undefined; onText: ((text: string) => void) | undefined },
+  ): Promise<TurnResult> {
+    const generated = await this.#session.generate({
+      maxTokens: options.maxTokens,
+      grammar: options.grammar,
+      signal: options.signal,
+      onText: options.onText,
+    });
+    return {
+      prompt: renderPrompt(prompt),
+      text: generated.text,
+      tokens: generated.tokens,
+      promptTokens: evaluation.tokens,
+      generatedTokens: generated.tokens.length,
+      decodeSteps: generated.decodeCalls,
+      finishReason: generated.finishReason,
+      timings: {
+        imageEncodeMs: evaluation.imageEncodeMs,
+        imageDecodeMs: evaluation.imageDecodeMs,
+        promptMs: evaluation.textMs,
+        generateMs: generated.ms,
+      },
+    };
+  }
+}
+
+function promptDefaults(options: ChainOfSpotPromptOptions): ChainOfSpotPromptOptions {
+  const result: { roiInstruction?: string; answerInstruction?: string } = {};
+  if (options.roiInstruction !== undefined) result.roiInstruction = requiredString(options.roiInstruction, 'roiInstruction');
+  if (options.answerInstruction !== undefined) result.answerInstruction = requiredString(options.answerInstruction, 'answerInstruction');
+  return result;
+}

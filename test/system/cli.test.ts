@@ -1,0 +1,427 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import sharp from 'sharp';
+
+import { REGION_COLOUR } from '../../lib/image/annotate';
+import type { RegionOfInterest } from '../../lib/procedure/chain-of-spot';
+import { cacheDir, errorReport, parseCommandLine } from '../../lib/cli/main';
+import { loadImage, type RgbImage } from '../../lib/image/image';
+import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
+import type { Prediction } from '../../lib/eval/vqa';
+import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
+import { SHARED_IMAGES } from '../support/paths';
+
+const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
+const PACKAGE_ROOT = path.resolve(__dirname, '../../..');
+const CAT = path.join(SHARED_IMAGES, 'chelsea.png');
+const TRUNCATED = path.join(SHARED_IMAGES, 'truncated.jpg');
+
+interface Outcome {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the command line in a child process (stdin closed, so stderr is no terminal). */
+function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; onStart?: (child: ReturnType<typeof spawn>) => void } = {}): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    options.onStart?.(child);
+  });
+}
+
+/** Asserts a failure printed exactly one error line naming its code, and no stack trace. */
+function assertOneLineError(outcome: Outcome, exitCode: number, code: string): void {
+  assert.equal(outcome.code, exitCode, outcome.stderr);
+  const lines = outcome.stderr.split('\n').filter((line) => line.startsWith('chain-of-spot: error: '));
+  assert.equal(lines.length, 1, outcome.stderr);
+  assert.ok(lines[0]!.includes(`(${code})`), lines[0]);
+  assert.doesNotMatch(outcome.stderr, /^\s+at /m, 'no stack trace');
+}
+
+const pixel = (image: RgbImage, x: number, y: number): number[] => [...image.data.subarray((y * image.width + x) * 3, (y * image.width + x) * 3 + 3)];
+const COLOUR = [1, 3, 5].map((at) => Number.parseInt(REGION_COLOUR.slice(at, at + 2), 16));
+
+describe('command line', function () {
+  this.slow(10_000);
+  let model: string[];
+  before(async () => {
+    const pair = await tinyLlavaFast();
+    model = ['--model', pair.model, '--mmproj', pair.mmproj, '--max-tokens', '8'];
+  });
+
+  describe('ask', () => {
+    it('prints the answer, the region and the timings', async () => {
+      const outcome = await cli(['ask', CAT, 'What is the cat looking at?', ...model]);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      assert.match(outcome.stdout, /^Answer: {2}\S.*$/m);
+      assert.match(outcome.stdout, /^Region: {2}\[[0-9., ]+\] \(left, top, right, bottom/m);
+      assert.match(outcome.stdout, /^ +pixels left \d+, top \d+, right \d+, bottom \d+: \d+x\d+ of the 451x300 image$/m);
+      assert.match(outcome.stdout, /^Time: {4}.* in all; turn 1 .*turn 2 /m);
+      assert.match(outcome.stderr, /^loading model tiny-llava-112\.gguf… done in /m, 'plain progress line off a terminal');
+    });
+
+    it('--json prints one object with the region, both turns and plain token arrays', async () => {
+      const outcome = await cli(['ask', CAT, 'What is the cat looking at?', ...model, '--json']);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      const result = JSON.parse(outcome.stdout) as {
+        image: string;
+        question: string;
+        answer: string;
+        roi: RegionOfInterest;
+        turns: { text: string; tokens: unknown; generatedTokens: number; promptTokens: number }[];
+        timings: { totalMs: number };
+      };
+      assert.equal(result.image, CAT);
+      assert.equal(result.question, 'What is the cat looking at?');
+      assert.equal(typeof result.answer, 'string');
+      assert.ok(['model', 'fallback'].includes(result.roi.source));
+      const { box, pixels } = result.roi;
+      assert.ok(box.left >= 0 && box.left < box.right && box.right <= 1 && box.top >= 0 && box.top < box.bottom && box.bottom <= 1);
+      assert.ok(pixels.left >= 0 && pixels.right <= 451 && pixels.top >= 0 && pixels.bottom <= 300);
+      assert.equal(result.turns.length, 2);
+      for (const turn of result.turns) {
+        assert.ok(Array.isArray(turn.tokens) && turn.tokens.every((token) => Number.isInteger(token)), 'tokens as a plain array');
+        assert.equal((turn.tokens as number[]).length, turn.generatedTokens);
+        assert.ok(turn.promptTokens > 64, 'an image of 64 tokens and text');
+      }
+      assert.ok(result.turns[1]!.generatedTokens <= 8, '--max-tokens');
+      assert.equal(result.answer, result.turns[1]!.text.trim());
+      assert.ok(result.timings.totalMs > 0);
+    });
+
+    it('--stream prints each turn as it comes, and the answer once', async () => {
+      const outcome = await cli(['ask', CAT, 'What is it?', ...model, '--stream']);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      assert.match(outcome.stdout, /^Turn 1 \(region\): \S.*\nTurn 2 \(answer\): .*\nRegion: /);
+      assert.doesNotMatch(outcome.stdout, /^Answer:/m);
+    });
+
+    it('--annotate draws the region on the original image; --save-roi writes the zoomed crop', async () => {
+      const dir = await mkdtemp(path.join(tmpdir(), 'cos-cli-'));
+      try {
+        const annotated = path.join(dir, 'annotated.png');
+        const roi = path.join(dir, 'roi.png');
+        const outcome = await cli(['ask', CAT, 'What is the cat looking at?', ...model, '--json', '--annotate', annotated, '--save-roi', roi]);
+        assert.equal(outcome.code, 0, outcome.stderr);
+        const { pixels } = (JSON.parse(outcome.stdout) as { roi: RegionOfInterest }).roi;
+
+        assert.equal((await sharp(annotated).metadata()).format, 'png');
+        const drawn = await loadImage(annotated);
+        const original = await loadImage(CAT);
+        assert.equal(drawn.width, 451);
+        assert.equal(drawn.height, 300);
+        // On the box edge: the colour (halfway down the left and right edges, clear of the label).
+        const middle = Math.floor((pixels.top + pixels.bottom) / 2);
+        assert.deepEqual(pixel(drawn, pixels.left, middle), COLOUR);
+        assert.deepEqual(pixel(drawn, pixels.right - 1, middle), COLOUR);
+        // Far from the edges (and so from the label, which sits at an edge): untouched.
+        let compared = 0;
+        for (let y = 0; y < 300; y += 7) {
+          for (let x = 0; x < 451; x += 7) {
+            const distance = Math.min(
+              ...[x - pixels.left, pixels.right - x, y - pixels.top, pixels.bottom - y].map(Math.abs),
+            );
+            if (distance < 30) continue;
+            assert.deepEqual(pixel(drawn, x, y), pixel(original, x, y), `pixel (${x}, ${y})`);
+            compared++;
+          }
+        }
+        assert.ok(compared > 100);
+
+        const crop = await sharp(roi).metadata();
+        assert.equal(crop.format, 'png');
+        assert.deepEqual([crop.width, crop.height], [112, 112], 'the projector size');
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('failures', () => {
+    const usage: [string, string[]][] = [
+      ['an unknown flag', ['ask', CAT, 'q', '--model', 'm', '--mmproj', 'p', '--bogus']],
+      ['no command', []],
+      ['an unknown command', ['frobnicate']],
+      ['a missing --mmproj', ['ask', CAT, 'q', '--model', 'm']],
+      ['a missing question', ['ask', CAT, '--model', 'm', '--mmproj', 'p']],
+      ['--max-tokens 0', ['ask', CAT, 'q', '--model', 'm', '--mmproj', 'p', '--max-tokens', '0']],
+      ['--json with --stream', ['ask', CAT, 'q', '--model', 'm', '--mmproj', 'p', '--json', '--stream']],
+      ['--annotate to a JPEG', ['ask', CAT, 'q', '--model', 'm', '--mmproj', 'p', '--annotate', 'x.jpg']],
+      ['--resume without --out', ['eval', 'data.jsonl', '--model', 'm', '--mmproj', 'p', '--resume']],
+    ];
+    for (const [what, args] of usage) {
+      it(`${what} is a usage error (exit 2)`, async () => assertOneLineError(await cli(args), 2, 'ERR_USAGE'));
+    }
+
+    it('a missing model file: exit 1, one line', async () => {
+      assertOneLineError(await cli(['ask', CAT, 'q', '--model', '/nonexistent/model.gguf', '--mmproj', '/nonexistent/mmproj.gguf']), 1, 'ERR_MODEL_LOAD');
+    });
+
+    it('a missing projector file: exit 1, one line, before the model loads', async () => {
+      const outcome = await cli(['ask', CAT, 'q', '--model', model[1]!, '--mmproj', '/nonexistent/mmproj.gguf']);
+      assertOneLineError(outcome, 1, 'ERR_PROJECTOR_LOAD');
+      assert.doesNotMatch(outcome.stderr, /loading model/);
+    });
+
+    it('a missing image: exit 1, one line', async () => {
+      const outcome = await cli(['ask', '/nonexistent/cat.png', 'q', ...model]);
+      assertOneLineError(outcome, 1, 'ERR_IMAGE');
+      assert.match(outcome.stderr, /does not exist; check the path/);
+    });
+
+    it('a truncated image: exit 1, one line naming the file', async () => {
+      const outcome = await cli(['ask', TRUNCATED, 'q', ...model]);
+      assertOneLineError(outcome, 1, 'ERR_IMAGE');
+      assert.match(outcome.stderr, /truncated\.jpg: .*damaged or truncated/);
+    });
+
+    it('--debug adds the stack trace', async () => {
+      const outcome = await cli(['ask', TRUNCATED, 'q', ...model, '--debug']);
+      assert.equal(outcome.code, 1);
+      assert.match(outcome.stderr, /^chain-of-spot: error: .*\(ERR_IMAGE\)$/m);
+      assert.match(outcome.stderr, /^\s+at /m);
+    });
+  });
+
+  describe('help and version', () => {
+    it('--help prints the usage', async () => {
+      const outcome = await cli(['--help']);
+      assert.equal(outcome.code, 0);
+      for (const text of ['Usage: chain-of-spot <command>', 'ask IMAGE QUESTION', 'demo', 'eval DATA.jsonl', '--annotate OUT.png', '--resume']) {
+        assert.ok(outcome.stdout.includes(text), text);
+      }
+      assert.equal((await cli(['eval', '--help'])).stdout, outcome.stdout);
+    });
+
+    it('--version prints the package version', async () => {
+      const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+      const outcome = await cli(['--version']);
+      assert.equal(outcome.code, 0);
+      assert.equal(outcome.stdout, `${version}\n`);
+    });
+  });
+
+  describe('demo', () => {
+    it('writes the annotated photo and the crop, and says the weights are random', async () => {
+      const dir = await mkdtemp(path.join(tmpdir(), 'cos-demo-'));
+      try {
+        const out = path.join(dir, 'pictures');
+        // The test cache already holds the same tiny pair, so nothing is written there.
+        const outcome = await cli(['demo', '--out', out], { cwd: dir, env: { CHAIN_OF_SPOT_CACHE: MODEL_CACHE } });
+        assert.equal(outcome.code, 0, outcome.stderr);
+        const annotated = await sharp(path.join(out, 'chain-of-spot-demo.png')).metadata();
+        assert.deepEqual([annotated.format, annotated.width, annotated.height], ['png', 451, 300]);
+        const crop = await sharp(path.join(out, 'chain-of-spot-demo-roi.png')).metadata();
+        assert.deepEqual([crop.width, crop.height], [336, 336], 'the LLaVA-1.5 geometry');
+        assert.match(outcome.stdout, /RANDOM WEIGHTS/);
+        assert.match(outcome.stdout, /Getting weights/);
+        assert.match(outcome.stdout, /^Answer: /m);
+        assert.match(outcome.stderr, new RegExp(`preparing the tiny demo model in ${MODEL_CACHE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('eval', () => {
+    let dir: string;
+    let data: string;
+    let out: string;
+    beforeEach(async () => {
+      dir = await mkdtemp(path.join(tmpdir(), 'cos-eval-cli-'));
+      data = path.join(dir, 'data.jsonl');
+      out = path.join(dir, 'pred.jsonl');
+      // Relative image paths resolve against the data file's folder.
+      const image = (name: string): string => path.relative(dir, path.join(SHARED_IMAGES, name));
+      const lines = [
+        { id: 'cat', image: image('chelsea.png'), question: 'What animal is this?', answers: ['cat', 'cat', 'kitten'] },
+        { image: image('coffee.png'), question: 'How many cups are there?', answers: ['one', '1', '1', 'two'] },
+        { id: 3, image: image('rocket.jpg'), question: 'What is launching?', answers: ['rocket'] },
+      ];
+      await writeFile(data, lines.map((line) => JSON.stringify(line)).join('\n') + '\n');
+    });
+    afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+    const readPredictions = async (): Promise<{ lines: string[]; predictions: Prediction[] }> => {
+      const lines = (await readFile(out, 'utf8')).split('\n').slice(0, -1);
+      return { lines, predictions: lines.map((line) => JSON.parse(line) as Prediction) };
+    };
+
+    it('writes one prediction per question and reports the accuracy', async () => {
+      const outcome = await cli(['eval', data, ...model, '--out', out]);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      const { predictions } = await readPredictions();
+      assert.deepEqual(predictions.map((p) => [p.index, p.id]), [[0, 'cat'], [1, undefined], [2, 3]]);
+      for (const prediction of predictions) {
+        assert.equal(prediction.mode, 'chain-of-spot');
+        assert.equal(typeof prediction.answer, 'string');
+        assert.ok(prediction.region && ['model', 'fallback'].includes(prediction.region.source));
+        assert.ok(prediction.timings!.totalMs > 0);
+        assert.ok(prediction.score && prediction.score.vqa >= 0 && prediction.score.vqa <= 1);
+      }
+      assert.match(outcome.stdout, /^Predictions: {2}3 in .*pred\.jsonl \(3 with human answers, 0 failed\)$/m);
+      assert.match(outcome.stdout, /^VQA accuracy: \d+\.\d\d % \(official average/m);
+      assert.match(outcome.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
+      assert.match(outcome.stderr, /^3 questions from .*, 3 to answer \(chain-of-spot\)$/m);
+    });
+
+    it('--limit, then --resume: every question once, the earlier line untouched', async () => {
+      const first = await cli(['eval', data, ...model, '--out', out, '--limit', '1']);
+      assert.equal(first.code, 0, first.stderr);
+      const before = await readPredictions();
+      assert.equal(before.lines.length, 1);
+
+      const again = await cli(['eval', data, ...model, '--out', out]);
+      assertOneLineError(again, 1, 'ERR_EVAL_OUTPUT');
+
+      const resumed = await cli(['eval', data, ...model, '--out', out, '--resume']);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      assert.match(resumed.stderr, /1 already in .*, 2 to answer/);
+      const after = await readPredictions();
+      assert.equal(after.lines[0], before.lines[0]);
+      assert.deepEqual(after.predictions.map((p) => p.index), [0, 1, 2]);
+      assert.match(resumed.stdout, /^Predictions: {2}3 in /m, 'the summary covers the whole file');
+    });
+
+    it('--baseline answers in one turn, without a region', async () => {
+      const outcome = await cli(['eval', data, ...model, '--out', out, '--baseline', '--limit', '2']);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      const { predictions } = await readPredictions();
+      assert.equal(predictions.length, 2);
+      assert.ok(predictions.every((p) => p.mode === 'baseline' && p.region === null && typeof p.answer === 'string'));
+    });
+
+    it('Ctrl-C stops after the lines written, exit 130', async function () {
+      const lines = Array.from({ length: 40 }, (_, index) => JSON.stringify({ image: CAT, question: `Question ${index}?`, answers: ['cat'] }));
+      await writeFile(data, `${lines.join('\n')}\n`);
+      const outcome = await cli(['eval', data, ...model, '--out', out], {
+        onStart: (child) => {
+          // Interrupt once the first line is in the file.
+          const poll = setInterval(() => {
+            void stat(out).then(
+              (info) => {
+                if (info.size > 0) {
+                  clearInterval(poll);
+                  child.kill('SIGINT');
+                }
+              },
+              () => undefined,
+            );
+          }, 20);
+          child.on('close', () => clearInterval(poll));
+        },
+      });
+      assert.equal(outcome.code, 130, outcome.stderr);
+      assert.match(outcome.stderr, /--resume/);
+      const { lines: written } = await readPredictions(); // every line whole: JSON.parse throws otherwise
+      assert.ok(written.length >= 1 && written.length < 40, `${written.length} lines`);
+      assert.match(outcome.stdout, new RegExp(`^Predictions: {2}${written.length} in `, 'm'));
+    });
+
+    it('a malformed data line: exit 1, one line naming it', async () => {
+      await writeFile(data, '{"image": "a.png", "question": "q"}\n{"image": "a.png"}\n');
+      const outcome = await cli(['eval', data, ...model]);
+      assertOneLineError(outcome, 1, 'ERR_EVAL_DATA');
+      assert.match(outcome.stderr, /line 2: "question" must be/);
+    });
+  });
+});
+
+describe('command line parsing', () => {
+  it('reads the ask options', () => {
+    assert.deepEqual(parseCommandLine(['ask', 'cat.png', 'What?', '-m', 'm.gguf', '--mmproj', 'p.gguf', '--gpu-layers', 'max', '--threads', '4', '--no-grammar', '--annotate', 'a.PNG']), {
+      command: 'ask',
+      image: 'cat.png',
+      question: 'What?',
+      model: { model: 'm.gguf', mmproj: 'p.gguf', gpuLayers: 'max', threads: 4, maxTokens: undefined, grammar: false },
+      json: false,
+      stream: false,
+      annotate: 'a.PNG',
+    });
+  });
+
+  it('reads the eval and demo options', () => {
+    const parsed = parseCommandLine(['eval', 'd.jsonl', '-m', 'm', '--mmproj', 'p', '--gpu-layers', '20', '--limit', '5', '--out', 'o.jsonl', '--resume', '--baseline']);
+    assert.deepEqual(parsed, {
+      command: 'eval',
+      data: 'd.jsonl',
+      model: { model: 'm', mmproj: 'p', gpuLayers: 20, threads: undefined, maxTokens: undefined, grammar: true },
+      baseline: true,
+      limit: 5,
+      out: 'o.jsonl',
+      resume: true,
+    });
+    assert.deepEqual(parseCommandLine(['demo']), { command: 'demo', out: '.' });
+    assert.deepEqual(parseCommandLine(['demo', '--out', 'pics']), { command: 'demo', out: 'pics' });
+  });
+
+  for (const args of [['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--gpu-layers', 'some'], ['eval', 'd', '-m', 'm', '--mmproj', 'p', '--limit', '-1'], ['demo', 'extra']]) {
+    it(`rejects ${args.join(' ')}`, () => assert.throws(() => parseCommandLine(args), { code: 'ERR_USAGE' }));
+  }
+
+  it('reports errors in one line, with exit 2 for usage, 1 for failures, 130 for an interruption', () => {
+    const usage = errorReport(Object.assign(new Error('bad flag'), { code: 'ERR_USAGE' }), false);
+    assert.equal(usage.exitCode, 2);
+    assert.equal(usage.text, "chain-of-spot: error: bad flag (ERR_USAGE); see 'chain-of-spot --help'\n");
+    const failure = errorReport(Object.assign(new Error('llama.cpp says:\nbad magic\n'), { code: 'ERR_MODEL_LOAD' }), false);
+    assert.deepEqual(failure, { text: 'chain-of-spot: error: llama.cpp says: bad magic (ERR_MODEL_LOAD)\n', exitCode: 1 });
+    assert.equal(errorReport(Object.assign(new Error('aborted'), { code: 'ERR_ABORTED' }), false).exitCode, 130);
+    assert.match(errorReport(new Error('boom'), true).text, /^chain-of-spot: error: boom\nError: boom\n\s+at /);
+  });
+
+  it('keeps the demo model in CHAIN_OF_SPOT_CACHE, else XDG_CACHE_HOME, else ~/.cache', () => {
+    assert.equal(cacheDir({ CHAIN_OF_SPOT_CACHE: '/c', XDG_CACHE_HOME: '/x' }, '/home/u'), path.resolve('/c'));
+    assert.equal(cacheDir({ XDG_CACHE_HOME: '/x' }, '/home/u'), path.join('/x', 'chain-of-spot'));
+    assert.equal(cacheDir({ XDG_CACHE_HOME: 'relative' }, '/home/u'), path.join('/home/u', '.cache', 'chain-of-spot'));
+    assert.equal(cacheDir({}, '/home/u'), path.join('/home/u', '.cache', 'chain-of-spot'));
+  });
+});
+
+describe('progress display', () => {
+  it('formats durations for people', () => {
+    assert.deepEqual([850, 1234, 42_000, 185_000, 3_720_000].map(formatDuration), ['850 ms', '1.2 s', '42 s', '3 min 05 s', '1 h 02 min']);
+  });
+
+  it('draws a fraction, and a count with time per item and ETA', () => {
+    assert.equal(formatProgress({ label: 'load', done: 0.5, elapsedMs: 100, width: 22 }), `load [${'█'.repeat(5)}${'░'.repeat(5)}]  50%`);
+    assert.equal(
+      formatProgress({ label: 'eval', done: 2, total: 8, elapsedMs: 3000, width: 200 }),
+      `eval [${'█'.repeat(10)}${'░'.repeat(30)}] 2/8  25% · 1.5 s/item · ETA 9.0 s`,
+    );
+  });
+
+  it('off a terminal writes a line per tenth and a closing line; on one redraws in place', () => {
+    let clock = 0;
+    const plain: string[] = [];
+    const progress = new Progress({ label: 'eval', total: 20, stream: { write: (text: string) => plain.push(text) }, now: () => clock });
+    for (let done = 1; done <= 20; done++) {
+      clock += 1000;
+      progress.update(done);
+    }
+    progress.done();
+    assert.equal(plain.length, 11);
+    assert.match(plain[0]!, /^eval \[.*\] 2\/20 {2}10% · 1\.0 s\/item · ETA 18 s\n$/);
+    assert.equal(plain[10], 'eval… done in 20 s\n');
+
+    const tty: string[] = [];
+    const bar = new Progress({ label: 'load', stream: { write: (text: string) => tty.push(text), isTTY: true, columns: 40 }, now: () => clock });
+    bar.update(0.5);
+    clock += 1000;
+    bar.update(1);
+    bar.done();
+    assert.ok(tty.slice(0, -2).every((text) => text.startsWith('\r') && text.endsWith('\x1b[K')));
+    assert.ok(tty.at(-3)!.includes('100%'));
+    assert.deepEqual(tty.slice(-2), ['\r\x1b[K', 'load… done in 1.0 s\n']);
+  });
+});

@@ -1,0 +1,466 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { ChainOfSpotError } from '../../lib/common/errors';
+import { checkGguf, ggufFields, type GgufField, type GgufRole } from '../../lib/gguf/check';
+import { ensureTinyLlava, tinyVocab, TINY_LLAVA_FAST, withProjectorWidth } from '../../lib/models/tiny-model';
+import { assertExited, describeChild, resultOf, runScript } from '../support/child';
+import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
+
+interface Base {
+  readonly path: string;
+  readonly bytes: Buffer;
+  readonly fields: GgufField[];
+  /** Where the tensor data starts. */
+  readonly dataOffset: number;
+}
+
+async function base(file: string): Promise<Base> {
+  const bytes = await readFile(file);
+  const fields = ggufFields(bytes);
+  const headerEnd = Math.max(...fields.map((f) => f.offset + f.width));
+  return { path: file, bytes, fields, dataOffset: Math.ceil(headerEnd / 32) * 32 };
+}
+
+/** The first field of `kind` (belonging to the key or tensor `owner`, when given). */
+function fieldOf(b: Base, kind: string, owner?: string): GgufField {
+  const f = b.fields.find((x) => x.kind === kind && (owner === undefined || x.owner === owner));
+  assert.ok(f, `no ${kind} field${owner ? ` of ${owner}` : ''} in ${b.path}`);
+  return f;
+}
+
+const u32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+const u64 = (v: bigint): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt.asUintN(64, v));
+  return b;
+};
+const f32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeFloatLE(v);
+  return b;
+};
+
+/** A copy of `bytes` with `data` written at each offset. */
+function patched(bytes: Buffer, ...edits: [at: number, data: Buffer][]): Buffer {
+  const out = Buffer.from(bytes);
+  for (const [at, data] of edits) data.copy(out, at);
+  return out;
+}
+
+/** The name bytes of a key or tensor (after the 8-byte length of `lengthField`). */
+function nameAt(lengthField: GgufField): number {
+  return lengthField.offset + 8;
+}
+
+async function rejects(file: string, role: GgufRole, code: string, pattern?: RegExp): Promise<ChainOfSpotError> {
+  try {
+    await checkGguf(file, role);
+  } catch (error) {
+    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (pattern) assert.match(error.message, pattern);
+    assert.ok(error.message.includes(file), 'the message names the file');
+    return error;
+  }
+  assert.fail(`${file} (${role}) passed the check; expected ${code}`);
+}
+
+describe('checkGguf', () => {
+  let dir: string;
+  let model: Base;
+  let mmproj: Base;
+  let counter = 0;
+  /** Writes `bytes` to a new file in the test folder. */
+  const write = async (bytes: Buffer | string, name = `case-${counter++}.gguf`): Promise<string> => {
+    const file = path.join(dir, name);
+    await writeFile(file, bytes);
+    return file;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-check-'));
+    const pair = await tinyLlavaFast();
+    model = await base(pair.model);
+    mmproj = await base(pair.mmproj);
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  describe('well-formed files', () => {
+    it('passes the tiny pair and summarizes its header', async () => {
+      const text = await checkGguf(model.path, 'text-model');
+      assert.equal(text.architecture, 'llama');
+      assert.equal(text.role, 'text-model');
+      assert.equal(text.version, 3);
+      assert.equal(text.dataOffset, model.dataOffset);
+      assert.equal(text.dataOffset + text.dataBytes, model.bytes.length);
+      assert.ok(text.tensors.some((t) => t.name === 'token_embd.weight' && t.typeName === 'f16'));
+      assert.deepEqual(text.metadata.get('llama.embedding_length'), 256);
+      const tokens = text.metadata.get('tokenizer.ggml.tokens');
+      assert.ok(typeof tokens === 'object' && tokens !== null && 'length' in tokens && tokens.length > 259);
+
+      const projector = await checkGguf(mmproj.path, 'projector', { textEmbeddingSize: 256 });
+      assert.equal(projector.architecture, 'clip');
+      assert.equal(projector.projectorType, 'mlp');
+      assert.equal(projector.projectorOutputWidth, 256);
+      assert.equal(projector.metadata.get('clip.vision.image_size'), 112);
+    });
+
+    it('reads only the header: a 4 GB LLaVA-7B-sized file checks in milliseconds', async function () {
+      this.timeout(60_000);
+      const file = path.join(dir, 'llava-7b-sized.gguf');
+      const size = await writeSparseLlama7b(file);
+      assert.ok(size > 3.5e9, `the file is ${size} bytes`);
+      await checkGguf(file, 'text-model'); // warm-up (JIT, page cache)
+      const times: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const start = performance.now();
+        const summary = await checkGguf(file, 'text-model');
+        times.push(performance.now() - start);
+        assert.equal(summary.tensors.length, 291);
+      }
+      times.sort((a, b) => a - b);
+      const median = times[5]!;
+      // A few ms on a quiet machine; the bound leaves room for a loaded CI box. Reading the whole
+      // file (or even the 4 GB of a sparse one) would take seconds.
+      assert.ok(median < 100, `median ${median.toFixed(1)} ms`);
+      console.log(`      checkGguf on a ${(size / 2 ** 30).toFixed(1)} GiB file (32000-token vocab, 291 tensors): median ${median.toFixed(1)} ms`);
+    });
+  });
+
+  describe('files that are not GGUF models', () => {
+    it('missing, a directory, empty, text, an image, a zip, safetensors, old GGML, big-endian GGUF', async () => {
+      await rejects(path.join(dir, 'missing.gguf'), 'text-model', 'ERR_MODEL_LOAD', /not found/);
+      await mkdir(path.join(dir, 'folder.gguf'));
+      await rejects(path.join(dir, 'folder.gguf'), 'text-model', 'ERR_MODEL_LOAD', /is a directory/);
+      await rejects(path.join(dir, 'missing-mmproj.gguf'), 'projector', 'ERR_PROJECTOR_LOAD', /not found/);
+      await rejects(await write(''), 'text-model', 'ERR_MODEL_LOAD', /empty/);
+      await rejects(await write('GGU'), 'text-model', 'ERR_MODEL_LOAD', /only 3 bytes/);
+      await rejects(await write('version https://git-lfs.github.com/spec/v1\noid sha256:abc\n'), 'text-model', 'ERR_MODEL_LOAD', /text .*Git LFS/);
+      await rejects(await write(Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex')), 'projector', 'ERR_PROJECTOR_LOAD', /not a GGUF file/);
+      await rejects(await write(Buffer.from('PK\u0003\u0004 pytorch_model/data.pkl', 'latin1')), 'text-model', 'ERR_MODEL_LOAD', /zip.*convert_hf_to_gguf/);
+      const safetensors = Buffer.concat([u64(40n), Buffer.from('{"__metadata__":{"format":"pt"}}       ')]);
+      await rejects(await write(safetensors), 'text-model', 'ERR_MODEL_LOAD', /safetensors/);
+      await rejects(await write(Buffer.concat([Buffer.from('ggjt'), Buffer.alloc(64)])), 'text-model', 'ERR_MODEL_LOAD', /old GGML format/);
+      const bigEndian = Buffer.from(model.bytes.subarray(0, 4096));
+      bigEndian.write('FUGG', 0, 'latin1');
+      await rejects(await write(bigEndian), 'text-model', 'ERR_MODEL_LOAD', /big-endian/);
+    });
+
+    it('GGUF versions 1 and 4, and a byte-swapped version', async () => {
+      const at = fieldOf(model, 'version').offset;
+      await rejects(await write(patched(model.bytes, [at, u32(1)])), 'text-model', 'ERR_MODEL_LOAD', /version 1/);
+      await rejects(await write(patched(model.bytes, [at, u32(4)])), 'text-model', 'ERR_MODEL_LOAD', /version 4/);
+      await rejects(await write(patched(model.bytes, [at, u32(0x03000000)])), 'text-model', 'ERR_MODEL_LOAD', /big-endian/);
+    });
+
+    it('a text model given as the projector, and a projector given as the text model', async () => {
+      await rejects(mmproj.path, 'text-model', 'ERR_MODEL_LOAD', /this is a projector \(mmproj\) file.*pass it as mmproj/);
+      await rejects(model.path, 'projector', 'ERR_PROJECTOR_LOAD', /this is a text model.*pass it as model/);
+      // clip.cpp never reads the architecture: a damaged one in a projector is still a projector.
+      const arch = fieldOf(mmproj, 'value', 'general.architecture');
+      const damaged = await write(patched(mmproj.bytes, [arch.offset, Buffer.from('c?ip')]));
+      await rejects(damaged, 'projector', 'ERR_PROJECTOR_LOAD', /'general.architecture' is "c\?ip" where a projector has "clip"/);
+      await rejects(damaged, 'text-model', 'ERR_MODEL_LOAD', /this is a projector \(mmproj\) file/);
+    });
+
+    it('a projector made for another text model: ERR_PROJECTOR_MISMATCH when the width is given', async () => {
+      const other = await ensureTinyLlava(MODEL_CACHE, withProjectorWidth(TINY_LLAVA_FAST, 128));
+      assert.equal((await checkGguf(other.mmproj, 'projector')).projectorOutputWidth, 128);
+      await assert.rejects(checkGguf(other.mmproj, 'projector', { textEmbeddingSize: 256 }), (error: ChainOfSpotError) => {
+        assert.equal(error.code, 'ERR_PROJECTOR_MISMATCH');
+        assert.match(error.message, /128-wide embeddings, but the text model takes 256/);
+        return true;
+      });
+    });
+
+    it('rejects bad arguments with TypeError / RangeError', async () => {
+      await assert.rejects(checkGguf(42 as unknown as string, 'text-model'), TypeError);
+      await assert.rejects(checkGguf(model.path, 'model' as GgufRole), TypeError);
+      await assert.rejects(checkGguf(model.path, 'text-model', { maxHeaderBytes: 3 }), RangeError);
+      await assert.rejects(checkGguf(model.path, 'projector', { textEmbeddingSize: -1 }), RangeError);
+    });
+  });
+
+  describe('truncated files', () => {
+    it('a GGUF cut at any offset in its header is rejected as damaged', async () => {
+      // Every field boundary (and the bytes around it; of the vocabulary's strings, every 50th),
+      // plus every 97th byte.
+      const offsets = new Set<number>();
+      model.fields.forEach((f, i) => {
+        if (f.kind !== 'array_item' || i % 50 === 0) for (const d of [-1, 0, 1, 3]) offsets.add(f.offset + d);
+      });
+      for (let at = 0; at < model.dataOffset; at += 97) offsets.add(at);
+      const cuts = [...offsets].filter((at) => at > 0 && at <= model.dataOffset).sort((a, b) => a - b);
+      assert.ok(cuts.length > 500, `${cuts.length} cuts`);
+      const file = path.join(dir, 'cut.gguf');
+      for (const at of cuts) {
+        await writeFile(file, model.bytes.subarray(0, at));
+        await assert.rejects(checkGguf(file, 'text-model'), (error: ChainOfSpotError) => {
+          assert.equal(error.code, 'ERR_MODEL_LOAD', `cut at ${at}: ${error.message}`);
+          assert.match(error.message, /download|only \d+ bytes|not a GGUF/, `cut at ${at}: ${error.message}`);
+          return true;
+        });
+      }
+    });
+
+    it('a GGUF cut in its tensor data says how much of it is there', async () => {
+      for (const fraction of [0.01, 0.5, 0.999]) {
+        const at = model.dataOffset + Math.floor((model.bytes.length - model.dataOffset) * fraction);
+        await rejects(await write(model.bytes.subarray(0, at)), 'text-model', 'ERR_MODEL_LOAD', /the file ends at byte \d+ but the data of tensor '[^']+' \([^)]+\) runs to byte \d+ \(\d+% of the expected size is there\)/);
+      }
+      const projectorCut = mmproj.bytes.subarray(0, mmproj.bytes.length - 1);
+      await rejects(await write(projectorCut), 'projector', 'ERR_PROJECTOR_LOAD', /runs to byte/);
+    });
+  });
+
+  describe('absurd header fields', () => {
+    const cases: [what: string, edit: (b: Base) => Buffer, message: RegExp][] = [
+      ['a tensor count of 2^62', (b) => patched(b.bytes, [fieldOf(b, 'n_tensors').offset, u64(1n << 62n)]), /claims \d+ tensors/],
+      ['a negative key count', (b) => patched(b.bytes, [fieldOf(b, 'n_kv').offset, u64(-1n)]), /claims .* -1 metadata keys/],
+      ['a key count the file cannot hold', (b) => patched(b.bytes, [fieldOf(b, 'n_kv').offset, u64(BigInt(b.bytes.length))]), /more than a \d+-byte file can hold/],
+      ['a key length of 2^40', (b) => patched(b.bytes, [fieldOf(b, 'key_length').offset, u64(1n << 40n)]), /claims 1099511627776 bytes, more than the \d+ left/],
+      ['a key length over 64 KiB', (b) => patched(b.bytes, [fieldOf(b, 'key_length').offset, u64(100_000n)]), /more than the 65536 allowed/],
+      ['an empty key', (b) => patched(b.bytes, [fieldOf(b, 'key_length').offset, u64(0n)]), /empty name|unknown type/],
+      ['a string value longer than the file', (b) => patched(b.bytes, [fieldOf(b, 'string_length').offset, u64(BigInt(b.bytes.length))]), /more than the \d+ left in the file/],
+      ['an array of 2^31 items', (b) => patched(b.bytes, [fieldOf(b, 'array_length', 'tokenizer.ggml.scores').offset, u64(1n << 31n)]), /claims 2147483648 items/],
+      ['a value type of 13', (b) => patched(b.bytes, [fieldOf(b, 'value_type', 'llama.block_count').offset, u32(13)]), /unknown type 13/],
+      ['an array of arrays', (b) => patched(b.bytes, [fieldOf(b, 'array_type', 'tokenizer.ggml.scores').offset, u32(9)]), /array of arrays/],
+      ['an array of unknown items', (b) => patched(b.bytes, [fieldOf(b, 'array_type', 'tokenizer.ggml.scores').offset, u32(0xffffffff)]), /array of unknown type/],
+      ['a duplicate key', (b) => {
+        const bos = fieldOf(b, 'key_length');
+        const eos = b.fields.find((f) => f.kind === 'key_length' && f !== bos && f.offset > bos.offset && b.bytes.readBigUInt64LE(f.offset) === b.bytes.readBigUInt64LE(bos.offset))!;
+        const length = Number(b.bytes.readBigUInt64LE(bos.offset));
+        return patched(b.bytes, [nameAt(eos), b.bytes.subarray(nameAt(bos), nameAt(bos) + length)]);
+      }, /appears twice/],
+      ['a tensor name of 64 bytes', (b) => patched(b.bytes, [fieldOf(b, 'tensor_name_length').offset, u64(64n)]), /64-byte name; ggml allows at most 63/],
+      ['a duplicate tensor name', (b) => {
+        const q = fieldOf(b, 'tensor_name_length', 'blk.0.attn_q.weight');
+        const k = fieldOf(b, 'tensor_name_length', 'blk.0.attn_k.weight');
+        return patched(b.bytes, [nameAt(k), b.bytes.subarray(nameAt(q), nameAt(q) + 'blk.0.attn_q.weight'.length)]);
+      }, /tensor 'blk.0.attn_q.weight' appears twice/],
+      ['5 dimensions', (b) => patched(b.bytes, [fieldOf(b, 'n_dims', 'output_norm.weight').offset, u32(5)]), /5 dimensions; ggml allows at most 4/],
+      ['a dimension of 0', (b) => patched(b.bytes, [fieldOf(b, 'dim', 'output_norm.weight').offset, u64(0n)]), /dimension 0 of 0; each must be at least 1/],
+      ['a negative dimension', (b) => patched(b.bytes, [fieldOf(b, 'dim', 'output_norm.weight').offset, u64(-5n)]), /dimension 0 of -5/],
+      ['dimensions whose product overflows', (b) => {
+        const dims = b.fields.filter((f) => f.kind === 'dim' && f.owner === 'token_embd.weight');
+        return patched(b.bytes, [dims[0]!.offset, u64(1n << 40n)], [dims[1]!.offset, u64(1n << 40n)]);
+      }, /more elements than ggml can count/],
+      ['a removed tensor type (q4_2)', (b) => patched(b.bytes, [fieldOf(b, 'tensor_type', 'token_embd.weight').offset, u32(4)]), /ggml type 4 .* does not know .*removed/],
+      ['an unknown tensor type', (b) => patched(b.bytes, [fieldOf(b, 'tensor_type', 'token_embd.weight').offset, u32(0x7fff)]), /ggml type 32767/],
+      ['rows that are not whole blocks', (b) => patched(b.bytes, [fieldOf(b, 'dim', 'output_norm.weight').offset, u64(250n)], [fieldOf(b, 'tensor_type', 'output_norm.weight').offset, u32(8)]), /rows of 250 values, not a multiple of its block size 32/],
+      ['a misaligned tensor offset', (b) => patched(b.bytes, [fieldOf(b, 'tensor_offset', 'output_norm.weight').offset, u64(b.bytes.readBigUInt64LE(fieldOf(b, 'tensor_offset', 'output_norm.weight').offset) + 1n)]), /needs \d+: .*aligned to 32 bytes/],
+      ['overlapping tensors', (b) => patched(b.bytes, [fieldOf(b, 'tensor_offset', 'output_norm.weight').offset, u64(0n)]), /data offset 0 .*in order/],
+      ['a tensor offset past the end of the file', (b) => {
+        const last = b.fields.filter((f) => f.kind === 'tensor_offset').at(-1)!;
+        return patched(b.bytes, [last.offset, u64(1n << 50n)]);
+      }, /data offset 1125899906842624/],
+      ['a shape whose data does not fit in the file', (b) => {
+        // The last tensor is output.weight: more rows push its data past the end of the file.
+        const dims = b.fields.filter((f) => f.kind === 'dim' && f.owner === 'output.weight');
+        return patched(b.bytes, [dims[1]!.offset, u64(1n << 30n)]);
+      }, /the data of tensor 'output.weight' \(256 x 1073741824 f16\) runs to byte \d+ \(0% of the expected size is there\)/],
+      ['general.alignment of the wrong type', (b) => patched(b.bytes,
+        [nameAt(fieldOf(b, 'key_length', 'llama.block_count')), Buffer.from('general.alignment')],
+        [fieldOf(b, 'value_type', 'llama.block_count').offset, u32(5)]), /general.alignment' must be a u32, not i32/],
+      ['general.alignment not a power of two', (b) => patched(b.bytes,
+        [nameAt(fieldOf(b, 'key_length', 'llama.block_count')), Buffer.from('general.alignment')],
+        [fieldOf(b, 'value', 'llama.block_count').offset, u32(48)]), /general.alignment' is 48, not a power of two/],
+      ['no general.architecture', (b) => patched(b.bytes, [nameAt(fieldOf(b, 'key_length')), Buffer.from('general.arch1tecture')]), /no 'general.architecture'/],
+    ];
+    for (const [what, edit, message] of cases) {
+      it(`${what}: ERR_MODEL_LOAD`, async () => {
+        await rejects(await write(edit(model)), 'text-model', 'ERR_MODEL_LOAD', message);
+      });
+    }
+
+    it('a header over maxHeaderBytes is rejected without reading it', async () => {
+      await assert.rejects(checkGguf(model.path, 'text-model', { maxHeaderBytes: 4096 }), /header is larger than 4096 bytes .*raise maxHeaderBytes/);
+      assert.equal((await checkGguf(model.path, 'text-model', { maxHeaderBytes: model.dataOffset })).architecture, 'llama');
+    });
+  });
+
+  describe('what llama.cpp and ggml abort on (found by experiment; each case aborted or segfaulted the process before this check)', () => {
+    // [what, role, edit, message]: each edit keeps the file structurally valid for gguf.cpp.
+    const crashing: [string, GgufRole, (m: Base, p: Base) => Buffer, RegExp][] = [
+      ['two vocabulary tokens with the same text (llama-vocab.cpp GGML_ASSERT)', 'text-model', (m) => {
+        const items = m.fields.filter((f) => f.kind === 'array_item' && f.owner === 'tokenizer.ggml.tokens');
+        const a = items[300]!;
+        const b = items.slice(301).find((f) => f.width === a.width)!;
+        return patched(m.bytes, [b.offset, m.bytes.subarray(a.offset, a.offset + a.width)]);
+      }, /tokens 300 and \d+ of the vocabulary are both .* must be unique/],
+      ['block_count 0 (llama-model.cpp GGML_ASSERT)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.block_count').offset, u32(0)]), /block_count' is 0; llama.cpp loads 1 to 512 layers/],
+      ['block_count 4095', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.block_count').offset, u32(4095)]), /block_count' is 4095/],
+      ['an RMS norm epsilon of NaN (ggml-cpu GGML_ASSERT(eps >= 0))', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.attention.layer_norm_rms_epsilon').offset, f32(NaN)]), /epsilon' is NaN/],
+      ['a negative RMS norm epsilon', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.attention.layer_norm_rms_epsilon').offset, f32(-1)]), /epsilon' is -1/],
+      ['a weight of type i16 (segfault in the matrix multiply)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'tensor_type', 'blk.0.ffn_down.weight').offset, u32(25)]), /'blk.0.ffn_down.weight' has type i16, which llama.cpp cannot compute with/],
+      ['a norm weight of type i32 (ggml binary-op abort)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'tensor_type', 'blk.0.attn_norm.weight').offset, u32(26)]), /'blk.0.attn_norm.weight' \[256\] is i32; llama.cpp needs one-dimensional tensors in f32/],
+      ['a missing projector tensor (clip.cpp segfault)', 'projector', (_m, p) => patched(p.bytes, [nameAt(fieldOf(p, 'tensor_name_length', 'mm.0.weight')), Buffer.from('mm&0')]), /no tensor 'mm.0.weight'/],
+      ['a missing attention weight', 'projector', (_m, p) => patched(p.bytes, [nameAt(fieldOf(p, 'tensor_name_length', 'v.blk.0.attn_v.weight')), Buffer.from('v.blk.0.attn_O')]), /no tensor 'v.blk.0.attn_v.weight'/],
+      ['a norm weight one shorter (ggml_can_repeat GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'dim', 'v.blk.0.ln1.weight').offset, u64(127n)]), /'v.blk.0.ln1.weight' has shape \[127\]; .* must be \[128\]/],
+      ['a head count that does not divide the width (ggml_reshape GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.attention.head_count').offset, u32(3)]), /embedding_length' 128 is not a multiple of 'clip.vision.attention.head_count' 3/],
+      ['a width that differs from the tensors', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.embedding_length').offset, u32(64)]), /must be \[14, 14, 3, 64\]/],
+      ['a layer norm epsilon of -1', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.attention.layer_norm_epsilon').offset, f32(-1)]), /epsilon' is -1/],
+      ['image_size 0 (ggml_conv GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.image_size').offset, u32(0)]), /image_size' is 0/],
+      ['image_size 224: more patches than position embeddings (get_rows GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.image_size').offset, u32(224)]), /224-pixel images in 14-pixel patches need \[128, 257\]/],
+      ['patch_size 7', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.patch_size').offset, u32(7)]), /must be \[7, 7, 3, 128\]/],
+      ['image_size stored as i32 (gguf.cpp type GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.vision.image_size').offset, u32(5)]), /'clip.vision.image_size' is stored as i32, but llama.cpp reads it as u32/],
+      ['use_gelu stored as u8', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.use_gelu').offset, u32(0)]), /'clip.use_gelu' is stored as u8, but llama.cpp reads it as bool/],
+      ['the epsilon stored as u32', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.vision.attention.layer_norm_epsilon').offset, u32(4)]), /stored as u32, but llama.cpp reads it as f32/],
+      ['a bias of type f16 (ggml binary-op abort)', 'projector', (_m, p) => {
+        // Twice the values at half the size each: the same 512 bytes, so the offsets still hold.
+        return patched(p.bytes, [fieldOf(p, 'dim', 'v.blk.0.ln1.bias').offset, u64(256n)], [fieldOf(p, 'tensor_type', 'v.blk.0.ln1.bias').offset, u32(1)]);
+      }, /'v.blk.0.ln1.bias' \[256\] is f16; llama.cpp needs one-dimensional tensors in f32/],
+      ['a patch embedding of type bf16 (ggml backend GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'tensor_type', 'v.patch_embd.weight').offset, u32(30)]), /'v.patch_embd.weight' is bf16; the patch convolution needs f32 or f16/],
+      ['a tensor whose data lies past the end of the file (ggml-backend GGML_ASSERT(buffer))', 'projector', (_m, p) => {
+        const last = p.fields.filter((f) => f.kind === 'dim').at(-1)!;
+        return patched(p.bytes, [last.offset, u64(2n ** 41n + 128n)]);
+      }, /the data of tensor '[^']+' \([^)]+\) runs to byte \d+/],
+    ];
+
+    for (const [what, role, edit, message] of crashing) {
+      it(`${what}: ${role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD'}`, async () => {
+        await rejects(await write(edit(model, mmproj)), role, role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD', message);
+      });
+    }
+
+    it('loading each of them through the public API gives the coded error, in a child process that survives', async function () {
+      this.timeout(120_000);
+      const cases: { file: string; role: GgufRole; what: string }[] = [];
+      for (const [what, role, edit] of crashing) cases.push({ file: await write(edit(model, mmproj)), role, what });
+      const outcome = await runScript(LOAD_AND_USE, [model.path, JSON.stringify(cases)], { timeoutMs: 110_000 });
+      const last = [...outcome.stdout.matchAll(/^MARK case-(\d+)$/gm)].at(-1)?.[1];
+      assertExited(outcome);
+      const results = resultOf<{ what: string; code: string | null; message: string }[]>(outcome);
+      assert.equal(results.length, cases.length, `${describeChild(outcome)} (last case started: ${last})`);
+      for (const [i, r] of results.entries()) {
+        assert.equal(r.code, cases[i]!.role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD', `${r.what}: ${r.code} ${r.message}`);
+      }
+    });
+  });
+});
+
+/**
+ * Child script: loads each case through Model.load / Model.loadProjector and uses what loads
+ * (a session, an evaluation, a generated token; an encoded image), printing MARK lines so that a
+ * crash can be pinned on its case. With CHAIN_OF_SPOT_TEST_PRECHECK=1 it runs checkGguf first, for
+ * a build whose loaders do not run it yet.
+ */
+const LOAD_AND_USE = `
+const { Model } = require(process.env.COS_DIST + '/index.js');
+const { checkGguf } = require(process.env.COS_DIST + '/gguf/check.js');
+const [goodModel, casesJson] = process.argv.slice(1).filter((a) => a !== '--');
+const cases = JSON.parse(casesJson);
+const precheck = process.env.CHAIN_OF_SPOT_TEST_PRECHECK === '1';
+(async () => {
+  const good = await Model.load(goodModel);
+  const results = [];
+  for (const [i, c] of cases.entries()) {
+    console.log('MARK case-' + i);
+    try {
+      if (c.role === 'text-model') {
+        if (precheck) await checkGguf(c.file, 'text-model');
+        const model = await Model.load(c.file);
+        const session = await model.createSession({ contextSize: 64, threads: 1 });
+        await session.evaluate('Hello world', { addBos: true });
+        await session.generate({ maxTokens: 2 });
+        await model.dispose();
+      } else {
+        if (precheck) await checkGguf(c.file, 'projector');
+        const projector = await good.loadProjector(c.file, { threads: 1 });
+        const size = projector.info.imageSize;
+        const session = await good.createSession({ contextSize: 512, threads: 1 });
+        await session.evaluateImage(projector, { data: new Uint8Array(size * size * 3).fill(99), width: size, height: size });
+        await session.dispose();
+        await projector.dispose();
+      }
+      results.push({ what: c.what, code: null, message: 'loaded and ran' });
+    } catch (error) {
+      results.push({ what: c.what, code: error.code ?? null, message: String(error.message).slice(0, 300) });
+    }
+  }
+  await good.dispose();
+  console.log('RESULT ' + JSON.stringify(results));
+})();
+`;
+
+/**
+ * Writes the header of a LLaVA-1.5-7B-sized Q4_K text model (a 32000-token vocabulary, 32 layers,
+ * 291 tensors) and extends the file, sparsely, to the full size of its data. Returns the size.
+ */
+async function writeSparseLlama7b(file: string): Promise<number> {
+  const parts: Buffer[] = [];
+  const str = (s: string): void => {
+    const bytes = Buffer.from(s, 'utf8');
+    parts.push(u64(BigInt(bytes.length)), bytes);
+  };
+  const vocab = tinyVocab(32000);
+  const metadata: [string, () => void][] = [
+    ['general.architecture', () => { parts.push(u32(8)); str('llama'); }],
+    ['general.name', () => { parts.push(u32(8)); str('llava-1.5-7b-sized'); }],
+    ['llama.block_count', () => parts.push(u32(4), u32(32))],
+    ['llama.embedding_length', () => parts.push(u32(4), u32(4096))],
+    ['llama.attention.layer_norm_rms_epsilon', () => parts.push(u32(6), f32(1e-5))],
+    ['tokenizer.ggml.model', () => { parts.push(u32(8)); str('llama'); }],
+    ['tokenizer.ggml.tokens', () => {
+      parts.push(u32(9), u32(8), u64(BigInt(vocab.tokens.length)));
+      for (const t of vocab.tokens) str(t);
+    }],
+    ['tokenizer.ggml.scores', () => {
+      parts.push(u32(9), u32(6), u64(BigInt(vocab.scores.length)));
+      parts.push(Buffer.from(new Float32Array(vocab.scores).buffer));
+    }],
+    ['tokenizer.ggml.token_type', () => {
+      parts.push(u32(9), u32(5), u64(BigInt(vocab.types.length)));
+      parts.push(Buffer.from(new Int32Array(vocab.types).buffer));
+    }],
+  ];
+  const Q4_K = 12;
+  const Q6_K = 14;
+  const tensors: [string, number[], number, number][] = []; // name, shape, type, bytes
+  const add = (name: string, shape: number[], type: number): void => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const bytes = type === 0 ? n * 4 : type === Q4_K ? (n / 256) * 144 : (n / 256) * 210;
+    tensors.push([name, shape, type, bytes]);
+  };
+  add('token_embd.weight', [4096, 32000], Q4_K);
+  for (let i = 0; i < 32; i++) {
+    add(`blk.${i}.attn_norm.weight`, [4096], 0);
+    for (const w of ['attn_q', 'attn_k', 'attn_v', 'attn_output']) add(`blk.${i}.${w}.weight`, [4096, 4096], Q4_K);
+    add(`blk.${i}.ffn_norm.weight`, [4096], 0);
+    add(`blk.${i}.ffn_gate.weight`, [4096, 11008], Q4_K);
+    add(`blk.${i}.ffn_up.weight`, [4096, 11008], Q4_K);
+    add(`blk.${i}.ffn_down.weight`, [11008, 4096], Q6_K);
+  }
+  add('output_norm.weight', [4096], 0);
+  add('output.weight', [4096, 32000], Q6_K);
+
+  parts.push(Buffer.from('GGUF', 'latin1'), u32(3), u64(BigInt(tensors.length)), u64(BigInt(metadata.length)));
+  for (const [key, value] of metadata) {
+    str(key);
+    value();
+  }
+  let offset = 0;
+  for (const [name, shape, type, bytes] of tensors) {
+    str(name);
+    parts.push(u32(shape.length), ...shape.map((d) => u64(BigInt(d))), u32(type), u64(BigInt(offset)));
+    offset += Math.ceil(bytes / 32) * 32;
+  }
+  const header = Buffer.concat(parts);
+  const dataOffset = Math.ceil(header.length / 32) * 32;
+  const size = dataOffset + offset;
+  const fh = await open(file, 'w');
+  try {
+    await fh.write(header, 0, header.length, 0);
+    await fh.truncate(size);
+  } finally {
+    await fh.close();
+  }
+  return size;
+}
