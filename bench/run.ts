@@ -61,7 +61,7 @@ function options(): Options {
       reps: { type: 'string', default: '3' },
       threads: { type: 'string', default: String(availableParallelism()) },
       out: { type: 'string' },
-      image: { type: 'string', default: path.resolve(REPO_ROOT, '../shared/images/coffee.png') },
+      image: { type: 'string', default: path.join(REPO_ROOT, 'test/fixtures/images/coffee.png') },
       'answer-tokens': { type: 'string', default: '16' },
       'no-server': { type: 'boolean', default: false },
     },

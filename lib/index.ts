@@ -33,7 +33,9 @@ export {
 } from './llama/session';
 export { setLogger, type Logger, type LogLevel } from './native/logger';
 export { backend, CPU_LEVELS, setBackend, setBinaryPath, type Backend, type BackendChoice, type BackendPreference, type CpuLevel } from './native/loader';
-export { BOX_GRAMMAR, BOX_PATTERN, FULL_BOX, formatBox, paddedSquare, parseBox, type Box, type ImageSize, type ModelBox, type PaddedSquare } from './procedure/box';
+export { BOX_GRAMMAR, BOX_PATTERN, formatBox, parseBox, type ModelBox } from './procedure/box';
+export { FULL_BOX, paddedSquare, type Box, type ImageSize, type PaddedSquare, type PixelRect } from './image/geometry';
+export type { RgbImage } from './common/rgb-image';
 export {
   boxToPixels,
   cropRect,
@@ -43,9 +45,7 @@ export {
   prepareRegion,
   type ImageInput,
   type LoadImageOptions,
-  type PixelRect,
   type RawImageInput,
-  type RgbImage,
 } from './image/image';
 export {
   ANSWER_INSTRUCTION,

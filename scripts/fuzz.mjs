@@ -38,7 +38,7 @@ const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(ROOT, 'dist', 'lib');
 const MODEL_CACHE = path.join(ROOT, '.cache', 'models');
-const SHARED_IMAGES = path.resolve(ROOT, '..', 'shared', 'images');
+const FIXTURE_IMAGES = path.join(ROOT, 'test', 'fixtures', 'images');
 
 // --- arguments -----------------------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ function applyOps(bytes, ops) {
 
 async function imageBases() {
   const sharp = require('sharp');
-  const cat = path.join(SHARED_IMAGES, 'chelsea.png');
+  const cat = path.join(FIXTURE_IMAGES, 'chelsea.png');
   const small = sharp(cat).resize(48, 32);
   const bases = {
     png: await small.clone().png().toBuffer(),
@@ -360,7 +360,7 @@ async function imageBases() {
     jpeg: await small.clone().jpeg({ quality: 80 }).toBuffer(),
     jpegProgressive: await small.clone().jpeg({ quality: 80, progressive: true }).toBuffer(),
     jpegCmyk: await small.clone().toColourspace('cmyk').jpeg().toBuffer(),
-    gif: await readFile(path.join(SHARED_IMAGES, 'no_time_for_that_tiny.gif')),
+    gif: await readFile(path.join(FIXTURE_IMAGES, 'no_time_for_that_tiny.gif')),
     webp: await small.clone().webp({ quality: 60 }).toBuffer(),
   };
   const out = {};

@@ -38,7 +38,7 @@ import { runInNewContext } from 'node:vm';
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(ROOT, 'dist', 'lib');
-const SHARED_IMAGES = path.resolve(ROOT, '..', 'shared', 'images');
+const FIXTURE_IMAGES = path.join(ROOT, 'test', 'fixtures', 'images');
 
 function parseArgs(argv) {
   const args = { loads: 100, asks: 1000, warmupLoads: 30, warmupAsks: 100, maxGrowthPct: 5, model: 'fast', threads: 1, json: false, systemMalloc: false };
@@ -100,10 +100,10 @@ async function main() {
     if (!args.json) console.log(line);
   };
 
-  const cat = path.join(SHARED_IMAGES, 'chelsea.png');
-  const coffee = path.join(SHARED_IMAGES, 'coffee.png');
-  const rocketBytes = await readFile(path.join(SHARED_IMAGES, 'rocket.jpg'));
-  const raw = await sharp(path.join(SHARED_IMAGES, 'astronaut.png')).resize(200, 150).raw().toBuffer({ resolveWithObject: true });
+  const cat = path.join(FIXTURE_IMAGES, 'chelsea.png');
+  const coffee = path.join(FIXTURE_IMAGES, 'coffee.png');
+  const rocketBytes = await readFile(path.join(FIXTURE_IMAGES, 'rocket.jpg'));
+  const raw = await sharp(path.join(FIXTURE_IMAGES, 'astronaut.png')).resize(200, 150).raw().toBuffer({ resolveWithObject: true });
   const rawImage = { data: raw.data, width: raw.info.width, height: raw.info.height, channels: raw.info.channels };
   const images = [cat, coffee, rocketBytes, rawImage];
   const broken = Buffer.from('not an image at all');

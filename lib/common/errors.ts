@@ -27,7 +27,15 @@ export type ErrorCode =
   /** The GPU ran out of memory. */
   | 'ERR_GPU_MEMORY'
   /** llama.cpp reported a failure that none of the codes above describes. */
-  | 'ERR_NATIVE';
+  | 'ERR_NATIVE'
+  /** Command line only: the arguments are wrong (exit status 2). */
+  | 'ERR_USAGE'
+  /** Command line only: an output file or folder cannot be written. */
+  | 'ERR_OUTPUT'
+  /** `eval` only: the data file is missing or a line is not a question. */
+  | 'ERR_EVAL_DATA'
+  /** `eval` only: the predictions file cannot be read, written or continued. */
+  | 'ERR_EVAL_OUTPUT';
 
 /** The one error class of this package. */
 export class ChainOfSpotError extends Error {
@@ -44,6 +52,7 @@ export class ChainOfSpotError extends Error {
 const KNOWN_CODES = new Set<ErrorCode>([
   'ERR_BINARY', 'ERR_MODEL_LOAD', 'ERR_PROJECTOR_LOAD', 'ERR_PROJECTOR_MISMATCH', 'ERR_CONTEXT_FULL',
   'ERR_IMAGE', 'ERR_GRAMMAR', 'ERR_DISPOSED', 'ERR_ABORTED', 'ERR_GPU_MEMORY', 'ERR_NATIVE',
+  'ERR_USAGE', 'ERR_OUTPUT', 'ERR_EVAL_DATA', 'ERR_EVAL_OUTPUT',
 ]);
 
 export function isErrorCode(value: unknown): value is ErrorCode {

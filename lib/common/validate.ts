@@ -55,3 +55,12 @@ export function signalOption(value: unknown, name = 'signal'): AbortSignal | und
   if (!(value instanceof AbortSignal)) throw new TypeError(`${name} must be an AbortSignal`);
   return value;
 }
+
+/**
+ * Throws TypeError unless `value` is a number, RangeError unless it is a positive integer.
+ * @internal
+ */
+export function assertPositiveInteger(value: number, name: string): void {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+}

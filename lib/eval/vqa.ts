@@ -149,31 +149,13 @@ export interface EvalItem {
   readonly answers?: readonly string[];
 }
 
-/** Codes of the evaluation's own failures (the model's are {@link ChainOfSpotError}'s). */
-export type EvalErrorCode =
-  /** The data file is missing or a line is not a question. */
-  | 'ERR_EVAL_DATA'
-  /** The predictions file cannot be read, written or continued. */
-  | 'ERR_EVAL_OUTPUT';
-
-/** A failure of the evaluation files, with a stable code and a message that says what to do. */
-export class EvalError extends Error {
-  readonly code: EvalErrorCode;
-
-  constructor(code: EvalErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'EvalError';
-    this.code = code;
-  }
-}
-
 /**
  * Parses the lines of an evaluation file: one JSON object per line,
  * `{"image": path, "question": text, "answers": [text, ...], "id": string or number}` with
  * `answers` and `id` optional; blank lines are skipped. Relative image paths resolve against `baseDir`.
  *
  * @param source the file's name, for messages.
- * @throws EvalError `ERR_EVAL_DATA` naming the first bad line.
+ * @throws ChainOfSpotError `ERR_EVAL_DATA` naming the first bad line.
  */
 export function parseEvalData(text: string, baseDir: string, source: string): EvalItem[] {
   const items: EvalItem[] = [];
@@ -181,8 +163,8 @@ export function parseEvalData(text: string, baseDir: string, source: string): Ev
   text.split('\n').forEach((raw, lineIndex) => {
     const line = raw.trim();
     if (line === '') return;
-    const fail = (problem: string): EvalError =>
-      new EvalError('ERR_EVAL_DATA', `${source} line ${lineIndex + 1}: ${problem}; each line must be {"image": path, "question": text, "answers": [text, ...]}`);
+    const fail = (problem: string): ChainOfSpotError =>
+      new ChainOfSpotError('ERR_EVAL_DATA', `${source} line ${lineIndex + 1}: ${problem}; each line must be {"image": path, "question": text, "answers": [text, ...]}`);
     let value: unknown;
     try {
       value = JSON.parse(line);
@@ -204,7 +186,7 @@ export function parseEvalData(text: string, baseDir: string, source: string): Ev
       ...(answers === undefined ? {} : { answers }),
     });
   });
-  if (items.length === 0) throw new EvalError('ERR_EVAL_DATA', `${source} holds no questions; add lines like {"image": "cat.jpg", "question": "What is this?", "answers": ["cat"]}`);
+  if (items.length === 0) throw new ChainOfSpotError('ERR_EVAL_DATA', `${source} holds no questions; add lines like {"image": "cat.jpg", "question": "What is this?", "answers": ["cat"]}`);
   return items;
 }
 
@@ -235,7 +217,7 @@ export async function readEvalData(file: string): Promise<EvalItem[]> {
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
-    throw new EvalError('ERR_EVAL_DATA', `cannot read the data file ${file}: ${(error as Error).message}; check the path`, { cause: error });
+    throw new ChainOfSpotError('ERR_EVAL_DATA', `cannot read the data file ${file}: ${(error as Error).message}; check the path`, { cause: error });
   }
   return parseEvalData(text, path.dirname(path.resolve(file)), file);
 }
@@ -309,7 +291,7 @@ export interface EvalPlan {
  * predictions already in `out` are kept and their items skipped (matched by id, or else by
  * index); a last line cut short by a crash is removed from the file and its item done again.
  *
- * @throws EvalError `ERR_EVAL_OUTPUT` when `out` already holds predictions and `resume` is not
+ * @throws ChainOfSpotError `ERR_EVAL_OUTPUT` when `out` already holds predictions and `resume` is not
  *   set, or when its lines are not predictions of the same mode.
  */
 export async function planEval(options: PlanOptions): Promise<EvalPlan> {
@@ -326,11 +308,11 @@ async function readPredictions(file: string, mode: EvalMode, resume: boolean): P
     bytes = await readFile(file);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new EvalError('ERR_EVAL_OUTPUT', `cannot read ${file}: ${(error as Error).message}`, { cause: error });
+    throw new ChainOfSpotError('ERR_EVAL_OUTPUT', `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   }
   if (bytes.length === 0) return [];
   if (!resume) {
-    throw new EvalError('ERR_EVAL_OUTPUT', `${file} already holds predictions: pass --resume to continue that run, or choose another --out`);
+    throw new ChainOfSpotError('ERR_EVAL_OUTPUT', `${file} already holds predictions: pass --resume to continue that run, or choose another --out`);
   }
   // Every line is written whole, ending in a newline; anything after the last newline is a line
   // cut short by a crash. Drop it, so its item is done again and the file stays valid JSONL.
@@ -346,11 +328,11 @@ async function readPredictions(file: string, mode: EvalMode, resume: boolean): P
     }
     const prediction = value as Prediction | undefined;
     if (typeof prediction !== 'object' || prediction === null || typeof prediction.index !== 'number' || typeof prediction.mode !== 'string') {
-      throw new EvalError('ERR_EVAL_OUTPUT', `${file} line ${lineIndex + 1} is not a prediction of chain-of-spot eval; fix or remove it, or choose another --out`);
+      throw new ChainOfSpotError('ERR_EVAL_OUTPUT', `${file} line ${lineIndex + 1} is not a prediction of chain-of-spot eval; fix or remove it, or choose another --out`);
     }
     if (prediction.mode !== mode) {
       const flag = prediction.mode === 'baseline' ? 'add --baseline' : 'drop --baseline';
-      throw new EvalError('ERR_EVAL_OUTPUT', `${file} holds ${prediction.mode} predictions, and this run is ${mode}: ${flag} to resume it, or choose another --out`);
+      throw new ChainOfSpotError('ERR_EVAL_OUTPUT', `${file} holds ${prediction.mode} predictions, and this run is ${mode}: ${flag} to resume it, or choose another --out`);
     }
     return prediction;
   });
@@ -388,7 +370,7 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
     try {
       fd = openSync(plan.out, 'a');
     } catch (error) {
-      throw new EvalError('ERR_EVAL_OUTPUT', `cannot write ${plan.out}: ${(error as Error).message}; check the folder exists and is writable`, { cause: error });
+      throw new ChainOfSpotError('ERR_EVAL_OUTPUT', `cannot write ${plan.out}: ${(error as Error).message}; check the folder exists and is writable`, { cause: error });
     }
   }
   let answered = 0;

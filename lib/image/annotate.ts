@@ -9,7 +9,8 @@
  */
 import sharp from 'sharp';
 
-import { loadImage, type ImageInput, type PixelRect } from './image';
+import type { PixelRect } from './geometry';
+import { loadImage, type ImageInput } from './image';
 import { optionsObject } from '../common/validate';
 
 /** The frame's default colour: a saturated red-pink that stands out on most photos. */

@@ -5,21 +5,11 @@
  */
 import sharp from 'sharp';
 import { ChainOfSpotError } from '../common/errors';
-import { assertPositiveInteger, finiteCoordinates, orderedBox, paddedSquare, type Box } from '../procedure/box';
+import { finiteCoordinates, orderedBox, paddedSquare, type Box, type PixelRect } from './geometry';
 import { padCropResize } from './pixel-pool';
-import { integerOption, optionsObject } from '../common/validate';
+import { assertPositiveInteger, integerOption, optionsObject } from '../common/validate';
 
-export { paddedSquare, type PaddedSquare } from '../procedure/box';
-
-/**
- * An 8-bit RGB image: `width * height * 3` bytes, rows top to bottom, pixels interleaved R, G, B.
- * This package returns a Buffer; as input any Uint8Array will do.
- */
-export interface RgbImage {
-  readonly data: Buffer;
-  readonly width: number;
-  readonly height: number;
-}
+import type { RgbImage } from '../common/rgb-image';
 
 /** Decoded pixels: 8-bit, 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA) interleaved channels. */
 export interface RawImageInput {
@@ -52,17 +42,6 @@ export interface LoadImageOptions {
 export const DEFAULT_MAX_PIXELS = 50_000_000;
 
 export { PAD_COLOUR } from './pixels';
-
-/**
- * A rectangle in pixels: `left`/`top` inclusive, `right`/`bottom` exclusive (PIL's crop box), so
- * its width is `right - left`. Corners may lie outside the image they refer to.
- */
-export interface PixelRect {
-  readonly left: number;
-  readonly top: number;
-  readonly right: number;
-  readonly bottom: number;
-}
 
 /**
  * How far outside the padded square a box may reach, in units of its side. Beyond the square the

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import type { PixelJob, PixelReply } from './pixel-worker';
-import type { RawRgb, Rect } from './pixels';
+import type { RgbImage } from '../common/rgb-image';
+import type { PixelRect } from './geometry';
 
 interface Pending {
   resolve: (image: { data: Buffer; width: number; height: number }) => void;
@@ -45,7 +46,7 @@ function thread(): Worker {
 }
 
 /** padCropResize (lib/pixels.ts) on the worker thread. */
-export function padCropResize(image: RawRgb, rect: Rect, size: number): Promise<{ data: Buffer; width: number; height: number }> {
+export function padCropResize(image: RgbImage, rect: PixelRect, size: number): Promise<{ data: Buffer; width: number; height: number }> {
   return new Promise((resolve, reject) => {
     const id = nextId++;
     pending.set(id, { resolve, reject });

@@ -1,16 +1,18 @@
 /** The worker thread of lib/pixel-worker.ts: runs padCropResize on the images it is sent. */
 import { parentPort } from 'node:worker_threads';
 
-import { padCropResize, type RawRgb, type Rect } from './pixels';
+import type { RgbImage } from '../common/rgb-image';
+import type { PixelRect } from './geometry';
+import { padCropResize } from './pixels';
 
 export interface PixelJob {
   id: number;
-  image: RawRgb;
-  rect: Rect;
+  image: RgbImage;
+  rect: PixelRect;
   size: number;
 }
 
-export type PixelReply = { id: number; image: RawRgb } | { id: number; error: string };
+export type PixelReply = { id: number; image: RgbImage } | { id: number; error: string };
 
 parentPort?.on('message', (job: PixelJob) => {
   let reply: PixelReply;

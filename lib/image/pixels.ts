@@ -1,24 +1,10 @@
 /**
  * The pixel work of the reference's image preparation, on raw RGB buffers: paste a rectangle of an
  * image's padded square onto a square canvas of the pad colour, and resize it exactly as Pillow's
- * bicubic filter does. Pure and synchronous: lib/pixel-worker.ts runs it off the main thread.
+ * bicubic filter does. Pure and synchronous: pixel-pool.ts runs it off the main thread.
  */
-import { paddedSquare } from '../procedure/box';
-
-/** An 8-bit RGB image as plain bytes (what crosses to the worker thread). */
-export interface RawRgb {
-  readonly data: Uint8Array;
-  readonly width: number;
-  readonly height: number;
-}
-
-/** A rectangle in pixels, right and bottom exclusive (see lib/image.ts PixelRect). */
-export interface Rect {
-  readonly left: number;
-  readonly top: number;
-  readonly right: number;
-  readonly bottom: number;
-}
+import type { RgbImage } from '../common/rgb-image';
+import { paddedSquare, type PixelRect } from './geometry';
 
 /**
  * The colour images are padded with: `int(mean * 255)` of CLIP's normalisation mean
@@ -28,7 +14,7 @@ export const PAD_COLOUR: readonly [number, number, number] = Object.freeze([122,
 const PAD_PIXEL = Buffer.from(PAD_COLOUR);
 
 /** `rect` of the image's padded square, centred on a square canvas, resized to `size` x `size`. */
-export function padCropResize(image: RawRgb, rect: Rect, size: number): RawRgb {
+export function padCropResize(image: RgbImage, rect: PixelRect, size: number): RgbImage {
   return resizeSquare(squareCanvas(image, rect), size);
 }
 
@@ -37,7 +23,7 @@ export function padCropResize(image: RawRgb, rect: Rect, size: number): RawRgb {
  * padded square), centred on a square of the pad colour as `expand2square` pastes it. With `rect`
  * the whole padded square, this is `expand2square` itself.
  */
-function squareCanvas(image: RawRgb, rect: Rect): RawRgb {
+function squareCanvas(image: RgbImage, rect: PixelRect): RgbImage {
   const square = paddedSquare(image.width, image.height);
   const cropWidth = rect.right - rect.left;
   const cropHeight = rect.bottom - rect.top;
@@ -78,7 +64,7 @@ function squareCanvas(image: RawRgb, rect: Rect): RawRgb {
  * then the vertical pass. libvips (sharp) shrinks almost identically but enlarges with a half-pixel
  * shift, and region crops are mostly enlarged, so this is done here, bit-exact.
  */
-function resizeSquare(canvas: RawRgb, size: number): RawRgb {
+function resizeSquare(canvas: RgbImage, size: number): RgbImage {
   const side = canvas.width;
   if (side === size) return canvas; // Pillow returns a copy when the size is unchanged
   const { bounds, weights, taps } = bicubicCoefficients(side, size);

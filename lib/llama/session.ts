@@ -3,6 +3,7 @@
  * evaluated into the cache; generation continues from it. Calls on one session run one at a time
  * in call order (a call made while another runs waits for it).
  */
+import type { RgbImage } from '../common/rgb-image';
 import { binding } from '../native/loader';
 import type { Model } from './model';
 import type { NativeGenerateResult, NativeSession } from '../native/addon';
@@ -46,12 +47,11 @@ export interface EvaluateOptions extends SequenceOptions {
   addBos?: boolean;
 }
 
-/** An RGB image, 3 bytes a pixel, row by row. */
-export interface RgbPixels {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
+/**
+ * The image {@link Session.evaluateImage} takes.
+ * @deprecated The same as `RgbImage<Uint8Array>`; use {@link RgbImage}.
+ */
+export type RgbPixels = RgbImage<Uint8Array>;
 
 /** Options of {@link Session.generate}. */
 export interface GenerateOptions extends SequenceOptions {
@@ -188,7 +188,7 @@ export class Session {
   }
 
   /** Encodes an RGB image with the projector and evaluates its tokens at the end of the sequence. */
-  evaluateImage(projector: Projector, image: RgbPixels, options?: SequenceOptions): Promise<ImageEvaluation> {
+  evaluateImage(projector: Projector, image: RgbImage<Uint8Array>, options?: SequenceOptions): Promise<ImageEvaluation> {
     if (projector === null || typeof projector !== 'object' || !('native' in projector)) {
       throw new TypeError('projector must be a Projector');
     }

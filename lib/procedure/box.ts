@@ -1,36 +1,11 @@
 /**
  * The region box of Chain-of-Spot: what the model answers in turn one, how it is written, how a
  * model's free-form answer is read back, and a grammar that makes the model write it exactly as the
- * reference was trained to.
+ * reference was trained to. The box's geometry (the padded square it lives in) is image/geometry.ts.
  */
+import { coordinates, FULL_BOX, orderedBox, paddedSquare, type Box, type ImageSize, type PaddedSquare } from '../image/geometry';
 
-/**
- * A region, as fractions in [0, 1] of the image padded to a square (see {@link paddedSquare}):
- * `left`/`right` along the width, `top`/`bottom` along the height, `left <= right`, `top <= bottom`.
- * This is the frame the reference's boxes live in, because LLaVA-1.5 sees the padded square.
- */
-export interface Box {
-  readonly left: number;
-  readonly top: number;
-  readonly right: number;
-  readonly bottom: number;
-}
-
-/** A width and height in pixels. */
-export interface ImageSize {
-  readonly width: number;
-  readonly height: number;
-}
-
-/**
- * Where an image sits inside the square it is padded to: the square's `side` = max(width, height),
- * and the offset of the image's top-left corner in it.
- */
-export interface PaddedSquare {
-  readonly side: number;
-  readonly left: number;
-  readonly top: number;
-}
+export { paddedSquare, type Box } from '../image/geometry';
 
 /** A box read from the model's answer. */
 export interface ModelBox {
@@ -46,9 +21,6 @@ export interface FallbackBox {
 
 /** The box turn two zooms into, and where it came from. */
 export type RegionBox = ModelBox | FallbackBox;
-
-/** The whole padded square: `[0.0, 0.0, 1.0, 1.0]`. */
-export const FULL_BOX: Box = Object.freeze({ left: 0, top: 0, right: 1, bottom: 1 });
 
 /** One number of the reference's format: the repr of Python's `round(x, 3)` for x in [0, 1]. */
 const NUMBER_PATTERN = String.raw`(?:0\.0|1\.0|0\.[0-9]{0,2}[1-9])`;
@@ -78,20 +50,6 @@ export const BOX_GRAMMAR: string = [
   'num ::= "0.0" | "1.0" | "0." [0-9]{0,2} [1-9]',
   '',
 ].join('\n');
-
-/**
- * The square an image of `width` x `height` pixels is padded to, centred as the reference's
- * `expand2square` does: side = max(width, height), offset `(side - width) // 2` horizontally or
- * `(side - height) // 2` vertically.
- *
- * @throws TypeError / RangeError when a size is not a positive integer.
- */
-export function paddedSquare(width: number, height: number): PaddedSquare {
-  assertPositiveInteger(width, 'width');
-  assertPositiveInteger(height, 'height');
-  const side = Math.max(width, height);
-  return { side, left: Math.floor((side - width) / 2), top: Math.floor((side - height) / 2) };
-}
 
 /**
  * Writes a box as the reference does (`str()` of a Python list of `round(x, 3)` floats): each
@@ -277,49 +235,6 @@ function interpret(written: Written[], square: PaddedSquare | undefined): Box | 
   return box.right > box.left && box.bottom > box.top ? box : null;
 }
 
-/**
- * A box with its corners put in order (left <= right, top <= bottom) and each coordinate passed
- * through `map`. Shared with the crop, which reads a reversed box the same way.
- * @internal
- */
-export function orderedBox(box: Box, map: (value: number) => number = (value) => value): Box {
-  return {
-    left: map(Math.min(box.left, box.right)),
-    top: map(Math.min(box.top, box.bottom)),
-    right: map(Math.max(box.left, box.right)),
-    bottom: map(Math.max(box.top, box.bottom)),
-  };
-}
-
 function clamp01(value: number): number {
   return Math.min(1, Math.max(0, value));
-}
-
-/** The four coordinates of a box, checked to be numbers. */
-function coordinates(box: Box): [number, number, number, number] {
-  if (typeof box !== 'object' || box === null) throw new TypeError('box must be an object { left, top, right, bottom }');
-  const values: [number, number, number, number] = [box.left, box.top, box.right, box.bottom];
-  if (!values.every((value) => typeof value === 'number')) {
-    throw new TypeError('box.left, box.top, box.right and box.bottom must be numbers');
-  }
-  return values;
-}
-
-/**
- * Checks a box's coordinates are numbers (TypeError) and finite (RangeError); returns them.
- * @internal
- */
-export function finiteCoordinates(box: Box): [number, number, number, number] {
-  const values = coordinates(box);
-  if (!values.every(Number.isFinite)) throw new RangeError(`box coordinates must be finite, got [${values.join(', ')}]`);
-  return values;
-}
-
-/**
- * Throws TypeError unless `value` is a number, RangeError unless it is a positive integer.
- * @internal
- */
-export function assertPositiveInteger(value: number, name: string): void {
-  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer, got ${value}`);
 }

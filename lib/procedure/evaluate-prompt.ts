@@ -8,7 +8,8 @@ import { ChainOfSpotError } from '../common/errors';
 import type { Model } from '../llama/model';
 import type { Projector } from '../llama/projector';
 import type { ImageSlot, Prompt, SpecialPart } from './prompt';
-import type { RgbPixels, Session } from '../llama/session';
+import type { RgbImage } from '../common/rgb-image';
+import type { Session } from '../llama/session';
 
 /** Where the time of one prompt went, and how many tokens it was. */
 export interface PromptEvaluation {
@@ -62,7 +63,7 @@ export async function evaluatePrompt(
   session: Session,
   projector: Projector,
   parts: Prompt,
-  images: Partial<Record<ImageSlot, RgbPixels>>,
+  images: Partial<Record<ImageSlot, RgbImage<Uint8Array>>>,
   options: { bos: boolean; signal?: AbortSignal | undefined },
 ): Promise<PromptEvaluation> {
   const stats: PromptEvaluation = { tokens: 0, textMs: 0, imageEncodeMs: 0, imageDecodeMs: 0 };

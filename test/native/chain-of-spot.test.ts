@@ -11,10 +11,10 @@ import { evaluatePrompt } from '../../lib/procedure/evaluate-prompt';
 import { loadImage, prepareOriginal, prepareRegion } from '../../lib/image/image';
 import { answerContinuation, roiPrompt, SYSTEM_PROMPT } from '../../lib/procedure/prompt';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
-import { SHARED_IMAGES } from '../support/paths';
+import { FIXTURE_IMAGES } from '../support/paths';
 
-const CAT = path.join(SHARED_IMAGES, 'chelsea.png');
-const COFFEE = path.join(SHARED_IMAGES, 'coffee.png');
+const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
+const COFFEE = path.join(FIXTURE_IMAGES, 'coffee.png');
 
 async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
@@ -211,9 +211,9 @@ describe('ChainOfSpot', () => {
   });
 
   it('a truncated JPEG and bytes that are no image reject with ERR_IMAGE; the instance goes on', async () => {
-    await rejectsWithCode(cos.ask(path.join(SHARED_IMAGES, 'truncated.jpg'), 'Broken?'), 'ERR_IMAGE');
+    await rejectsWithCode(cos.ask(path.join(FIXTURE_IMAGES, 'truncated.jpg'), 'Broken?'), 'ERR_IMAGE');
     await rejectsWithCode(cos.ask(Buffer.from('definitely not an image'), 'Broken?'), 'ERR_IMAGE');
-    await rejectsWithCode(cos.ask(path.join(SHARED_IMAGES, 'missing.png'), 'Missing?'), 'ERR_IMAGE');
+    await rejectsWithCode(cos.ask(path.join(FIXTURE_IMAGES, 'missing.png'), 'Missing?'), 'ERR_IMAGE');
     assert.ok((await cos.ask(CAT, 'Still there?')).answer.length >= 0);
   });
 

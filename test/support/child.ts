@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 
+import { REPO_ROOT } from './paths';
+
 /** The compiled library (dist/lib), for `require` in child scripts. */
 export const DIST_LIB = path.resolve(__dirname, '../../lib');
-/** The repository root. */
-export const REPO_ROOT = path.resolve(__dirname, '../../..');
 
 /** What a child process did. */
 export interface ChildResult {

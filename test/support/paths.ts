@@ -1,8 +1,8 @@
 /** Paths the tests share. */
 import path from 'node:path';
 
-/**
- * The sample photos in `shared/images`, beside the repository root. This file runs from
- * `dist/test/support/`, four levels below the folder that holds both the repository and `shared/`.
- */
-export const SHARED_IMAGES = path.resolve(__dirname, '../../../../shared/images');
+/** The repository's root (this file runs from dist/test/support/). */
+export const REPO_ROOT = path.resolve(__dirname, '../../..');
+
+/** The test images, with their licences: test/fixtures/images/README.md. */
+export const FIXTURE_IMAGES = path.join(REPO_ROOT, 'test', 'fixtures', 'images');

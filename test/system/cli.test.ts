@@ -8,17 +8,20 @@ import sharp from 'sharp';
 
 import { REGION_COLOUR } from '../../lib/image/annotate';
 import type { RegionOfInterest } from '../../lib/procedure/chain-of-spot';
-import { cacheDir, errorReport, parseCommandLine } from '../../lib/cli/main';
-import { loadImage, type RgbImage } from '../../lib/image/image';
+import { parseCommandLine } from '../../lib/cli/args';
+import { errorReport } from '../../lib/cli/main';
+import { cacheDir } from '../../lib/cli/io';
+import type { RgbImage } from '../../lib/common/rgb-image';
+import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
 import type { Prediction } from '../../lib/eval/vqa';
 import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
-import { SHARED_IMAGES } from '../support/paths';
+import { FIXTURE_IMAGES } from '../support/paths';
 
 const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
 const PACKAGE_ROOT = path.resolve(__dirname, '../../..');
-const CAT = path.join(SHARED_IMAGES, 'chelsea.png');
-const TRUNCATED = path.join(SHARED_IMAGES, 'truncated.jpg');
+const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
+const TRUNCATED = path.join(FIXTURE_IMAGES, 'truncated.jpg');
 
 interface Outcome {
   code: number | null;
@@ -243,7 +246,7 @@ describe('command line', function () {
       data = path.join(dir, 'data.jsonl');
       out = path.join(dir, 'pred.jsonl');
       // Relative image paths resolve against the data file's folder.
-      const image = (name: string): string => path.relative(dir, path.join(SHARED_IMAGES, name));
+      const image = (name: string): string => path.relative(dir, path.join(FIXTURE_IMAGES, name));
       const lines = [
         { id: 'cat', image: image('chelsea.png'), question: 'What animal is this?', answers: ['cat', 'cat', 'kitten'] },
         { image: image('coffee.png'), question: 'How many cups are there?', answers: ['one', '1', '1', 'two'] },

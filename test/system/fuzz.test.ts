@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { describeChild, REPO_ROOT, runNode } from '../support/child';
+import { describeChild, runNode } from '../support/child';
+import { REPO_ROOT } from '../support/paths';
 
 interface FuzzSummary {
   kind: string;

@@ -13,10 +13,10 @@ import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { assertExited, describeChild, resultOf, runScript } from '../support/child';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
-import { SHARED_IMAGES } from '../support/paths';
+import { FIXTURE_IMAGES } from '../support/paths';
 
-const CAT = path.join(SHARED_IMAGES, 'chelsea.png');
-const COFFEE = path.join(SHARED_IMAGES, 'coffee.png');
+const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
+const COFFEE = path.join(FIXTURE_IMAGES, 'coffee.png');
 
 async function rejectsWithCode(promise: Promise<unknown>, code: string, message?: RegExp): Promise<ChainOfSpotError> {
   try {
@@ -120,9 +120,9 @@ describe('Reliability', () => {
         ['16-bit PNG', await cat.clone().toColourspace('rgb16').png().toBuffer()],
         ['grey + alpha PNG', await cat.clone().grayscale().ensureAlpha(0.5).toColourspace('b-w').png().toBuffer()],
         ['CMYK JPEG', await cat.clone().toColourspace('cmyk').jpeg().toBuffer()],
-        ['animated GIF', await sharp(path.join(SHARED_IMAGES, 'no_time_for_that_tiny.gif'), { animated: true }).gif().toBuffer()],
+        ['animated GIF', await sharp(path.join(FIXTURE_IMAGES, 'no_time_for_that_tiny.gif'), { animated: true }).gif().toBuffer()],
       ];
-      const gif = await sharp(path.join(SHARED_IMAGES, 'no_time_for_that_tiny.gif')).metadata();
+      const gif = await sharp(path.join(FIXTURE_IMAGES, 'no_time_for_that_tiny.gif')).metadata();
       assert.ok((gif.pages ?? 1) > 1);
       for (const [what, bytes] of inputs) {
         const meta = await sharp(bytes).metadata();

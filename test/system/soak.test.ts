@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { describeChild, REPO_ROOT, runNode } from '../support/child';
+import { describeChild, runNode } from '../support/child';
+import { REPO_ROOT } from '../support/paths';
 
 interface SoakSummary {
   phases: { name: string; iterations: number; baselineMB: number; endMB: number; growthMB: number; growthPct: number; slopeKBPerIteration: number; seconds: number }[];

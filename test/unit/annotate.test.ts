@@ -4,10 +4,12 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { drawRegion, REGION_COLOUR, regionLayout, type RegionLayout } from '../../lib/image/annotate';
-import { loadImage, type PixelRect, type RgbImage } from '../../lib/image/image';
-import { SHARED_IMAGES } from '../support/paths';
+import type { RgbImage } from '../../lib/common/rgb-image';
+import type { PixelRect } from '../../lib/image/geometry';
+import { loadImage } from '../../lib/image/image';
+import { FIXTURE_IMAGES } from '../support/paths';
 
-const CAT = path.join(SHARED_IMAGES, 'chelsea.png'); // 451x300
+const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png'); // 451x300
 /** REGION_COLOUR as RGB. */
 const RED = [1, 3, 5].map((at) => Number.parseInt(REGION_COLOUR.slice(at, at + 2), 16));
 
@@ -113,6 +115,6 @@ describe('drawRegion', () => {
     const pixels = { left: 0, top: 0, right: 10, bottom: 10 };
     await assert.rejects(drawRegion(CAT, pixels, { colour: 'red' }), TypeError);
     await assert.rejects(drawRegion(CAT, { ...pixels, right: Number.NaN }), TypeError);
-    await assert.rejects(drawRegion(path.join(SHARED_IMAGES, 'truncated.jpg'), pixels), { code: 'ERR_IMAGE' });
+    await assert.rejects(drawRegion(path.join(FIXTURE_IMAGES, 'truncated.jpg'), pixels), { code: 'ERR_IMAGE' });
   });
 });

@@ -2,15 +2,12 @@ import assert from 'node:assert/strict';
 import {
   BOX_GRAMMAR,
   BOX_PATTERN,
-  FULL_BOX,
   fallbackBox,
   formatBox,
-  paddedSquare,
   parseBox,
   parseBoxOrFallback,
-  type Box,
-  type ImageSize,
 } from '../../lib/procedure/box';
+import { FULL_BOX, paddedSquare, type Box, type ImageSize } from '../../lib/image/geometry';
 
 /** mulberry32: a small seeded generator, so the fuzz run is the same every time. */
 function seeded(seed: number): () => number {

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import type { Box } from '../../lib/procedure/box';
+import type { RgbImage } from '../../lib/common/rgb-image';
+import { paddedSquare, type Box } from '../../lib/image/geometry';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import {
   boxToPixels,
@@ -11,14 +12,12 @@ import {
   encodePng,
   loadImage,
   PAD_COLOUR,
-  paddedSquare,
   prepareOriginal,
   prepareRegion,
-  type RgbImage,
 } from '../../lib/image/image';
-import { SHARED_IMAGES } from '../support/paths';
+import { FIXTURE_IMAGES } from '../support/paths';
 
-const image = (name: string): string => path.join(SHARED_IMAGES, name);
+const image = (name: string): string => path.join(FIXTURE_IMAGES, name);
 const box = (left: number, top: number, right: number, bottom: number): Box => ({ left, top, right, bottom });
 const BLACK = [0, 0, 0];
 const PAD = [...PAD_COLOUR];
@@ -392,7 +391,7 @@ describe('image', () => {
       await rejectsWithImageError(loadImage(random), /not an image/);
       await rejectsWithImageError(loadImage(Buffer.from('hello, this is not an image')), /not an image/);
       await rejectsWithImageError(loadImage(Buffer.alloc(0)), /empty/);
-      await rejectsWithImageError(loadImage(path.join(SHARED_IMAGES, 'does-not-exist.png')), /does not exist/);
+      await rejectsWithImageError(loadImage(path.join(FIXTURE_IMAGES, 'does-not-exist.png')), /does not exist/);
     });
 
     it('rejects an image over maxPixels, whatever the input kind', async () => {

@@ -5,7 +5,6 @@ import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import {
-  EvalError,
   normalizeAnswer,
   parseEvalData,
   planEval,
@@ -119,7 +118,7 @@ describe('evaluation data', () => {
   for (const [text, message] of bad) {
     it(`rejects ${JSON.stringify(text)} naming the problem`, () => {
       assert.throws(() => parseEvalData(text, '/data', 'data.jsonl'), (error: unknown) => {
-        assert.ok(error instanceof EvalError);
+        assert.ok(error instanceof ChainOfSpotError);
         assert.equal(error.code, 'ERR_EVAL_DATA');
         assert.match(error.message, message);
         return true;
@@ -214,7 +213,7 @@ describe('evaluation runner', () => {
   it('refuses to overwrite predictions without --resume, or to resume a run of the other mode', async () => {
     await runEval(await planEval({ items, mode: 'chain-of-spot', out, limit: 1 }), fakeAnswerer());
     await assert.rejects(planEval({ items, mode: 'chain-of-spot', out }), (error: unknown) => {
-      assert.ok(error instanceof EvalError);
+      assert.ok(error instanceof ChainOfSpotError);
       assert.equal(error.code, 'ERR_EVAL_OUTPUT');
       assert.match(error.message, /--resume/);
       return true;

@@ -1,0 +1,199 @@
+/**
+ * The command line's words: the usage text, the option tables, and `parseCommandLine`, which turns
+ * argv into a checked {@link Command} without touching any file.
+ */
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+import { ChainOfSpotError } from '../common/errors';
+
+/** The usage text of `chain-of-spot --help`. */
+export const USAGE = `Usage: chain-of-spot <command> [options]
+
+Chain-of-Spot (Liu et al.) on LLaVA-1.5 GGUF models: the model first names the region of the
+image that matters for the question, then answers with that region zoomed in.
+
+Commands:
+  ask IMAGE QUESTION     answer a question about an image
+  demo                   run the whole procedure on a bundled photo, with a tiny random-weight model
+  eval DATA.jsonl        answer each line's question and score it (VQAv2 accuracy, exact match);
+                         lines are {"image": path, "question": text, "answers": [text, ...], "id": ...};
+                         questions are asked as written (LLaVA's VQAv2 protocol ends each with
+                         "\\nAnswer the question using a single word or phrase.")
+
+Model options (ask, eval):
+  -m, --model FILE       the LLaVA-1.5 text model (GGUF)                           (required)
+      --mmproj FILE      its projector (the mmproj GGUF released with it)          (required)
+      --gpu-layers N     text model layers on the GPU: a number, auto or max       (default auto)
+      --threads N        CPU threads                                               (default: all)
+      --max-tokens N     most tokens of the answer                                 (default 128)
+      --no-grammar       let turn one write its region freely, not in the reference's box format
+
+ask options:
+      --json             print one JSON object (answer, region, turns, timings) instead of text
+      --stream           print each turn's text as it is generated
+      --annotate OUT.png write the image with the region drawn on it
+      --save-roi OUT.png write the zoomed region the model saw in turn two
+
+eval options:
+      --baseline         answer in one plain LLaVA-1.5 turn (no region, no zoom), to compare with
+      --limit N          only the first N questions
+      --out PRED.jsonl   write one prediction per line, as each is answered
+      --resume           keep the predictions already in --out and answer only the rest
+
+demo options:
+      --out DIR          where to write chain-of-spot-demo.png and chain-of-spot-demo-roi.png
+                         (default: the current folder)
+
+Other options:
+      --debug            on failure print the stack trace; print llama.cpp's log
+  -h, --help             print this help
+  -v, --version          print the version
+
+Exit status: 0 done, 1 failed, 2 wrong usage, 130 interrupted (Ctrl-C).
+Get LLaVA-1.5 weights: see "Getting weights" in the README.
+`;
+
+function usageError(message: string): ChainOfSpotError {
+  return new ChainOfSpotError('ERR_USAGE', message);
+}
+
+const COMMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  debug: { type: 'boolean' },
+} as const;
+
+const MODEL_OPTIONS = {
+  ...COMMON_OPTIONS,
+  model: { type: 'string', short: 'm' },
+  mmproj: { type: 'string' },
+  'gpu-layers': { type: 'string' },
+  threads: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  'no-grammar': { type: 'boolean' },
+} as const;
+
+const ASK_OPTIONS = {
+  ...MODEL_OPTIONS,
+  json: { type: 'boolean' },
+  stream: { type: 'boolean' },
+  annotate: { type: 'string' },
+  'save-roi': { type: 'string' },
+} as const;
+
+const EVAL_OPTIONS = {
+  ...MODEL_OPTIONS,
+  baseline: { type: 'boolean' },
+  limit: { type: 'string' },
+  out: { type: 'string' },
+  resume: { type: 'boolean' },
+} as const;
+
+const DEMO_OPTIONS = {
+  ...COMMON_OPTIONS,
+  out: { type: 'string' },
+} as const;
+
+/** What the model options say, checked. */
+export interface ModelArgs {
+  model: string;
+  mmproj: string;
+  gpuLayers: number | 'auto' | 'max';
+  threads: number | undefined;
+  maxTokens: number | undefined;
+  grammar: boolean;
+}
+
+/** A parsed command line. */
+export type Command =
+  | { command: 'help' }
+  | { command: 'version' }
+  | { command: 'ask'; image: string; question: string; model: ModelArgs; json: boolean; stream: boolean; annotate?: string; saveRoi?: string }
+  | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean }
+  | { command: 'demo'; out: string };
+
+/**
+ * Parses the arguments after `chain-of-spot`. Pure: checks only what the arguments say, not the files.
+ * @throws ChainOfSpotError `ERR_USAGE` for a wrong command line.
+ */
+export function parseCommandLine(argv: readonly string[]): Command {
+  const [command, ...rest] = argv;
+  if (command === undefined) throw usageError('no command given: use ask, demo or eval');
+  if (command === '-h' || command === '--help' || command === 'help') return { command: 'help' };
+  if (command === '-v' || command === '--version') return { command: 'version' };
+  const parse = (options: ParseArgsConfig['options'], positionals: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } => {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
+    } catch (error) {
+      throw usageError(`${command}: ${(error as Error).message}`);
+    }
+    const values = parsed.values as Record<string, string | boolean | undefined>;
+    if (!values.help && parsed.positionals.length !== positionals.length) {
+      const expected = positionals.length === 0 ? 'no arguments' : positionals.join(' ');
+      throw usageError(`${command} takes ${expected}, got ${parsed.positionals.length === 0 ? 'none' : parsed.positionals.map((p) => JSON.stringify(p)).join(' ')}`);
+    }
+    return { values, positionals: parsed.positionals };
+  };
+  switch (command) {
+    case 'ask': {
+      const { values, positionals } = parse(ASK_OPTIONS, ['IMAGE', 'QUESTION']);
+      if (values.help) return { command: 'help' };
+      if (values.json && values.stream) throw usageError('ask: --json and --stream do not go together: the JSON object is printed once, at the end');
+      const question = positionals[1]!;
+      if (question.trim() === '') throw usageError('ask: the question is empty');
+      const parsed: Command = { command: 'ask', image: positionals[0]!, question, model: modelArgs(values, command), json: values.json === true, stream: values.stream === true };
+      const annotate = pngPath(values.annotate, '--annotate');
+      const saveRoi = pngPath(values['save-roi'], '--save-roi');
+      if (annotate !== undefined) parsed.annotate = annotate;
+      if (saveRoi !== undefined) parsed.saveRoi = saveRoi;
+      return parsed;
+    }
+    case 'eval': {
+      const { values, positionals } = parse(EVAL_OPTIONS, ['DATA.jsonl']);
+      if (values.help) return { command: 'help' };
+      if (values.resume && values.out === undefined) throw usageError('eval: --resume needs --out, the predictions file to continue');
+      if (values.baseline && values['no-grammar']) throw usageError('eval: --no-grammar applies to the region turn, which --baseline does not have');
+      const parsed: Command = { command: 'eval', data: positionals[0]!, model: modelArgs(values, command), baseline: values.baseline === true, resume: values.resume === true };
+      if (values.limit !== undefined) parsed.limit = integerArg(values.limit, '--limit', 1);
+      if (typeof values.out === 'string') parsed.out = values.out;
+      return parsed;
+    }
+    case 'demo': {
+      const { values } = parse(DEMO_OPTIONS, []);
+      if (values.help) return { command: 'help' };
+      return { command: 'demo', out: typeof values.out === 'string' ? values.out : '.' };
+    }
+    default:
+      throw usageError(`unknown command '${command}': use ask, demo or eval`);
+  }
+}
+
+function modelArgs(values: Record<string, string | boolean | undefined>, command: string): ModelArgs {
+  const { model, mmproj } = values;
+  if (typeof model !== 'string' || typeof mmproj !== 'string') {
+    throw usageError(`${command} needs --model FILE and --mmproj FILE (a LLaVA-1.5 GGUF and its projector)`);
+  }
+  const gpuLayers = values['gpu-layers'];
+  return {
+    model,
+    mmproj,
+    gpuLayers: gpuLayers === undefined || gpuLayers === 'auto' || gpuLayers === 'max' ? (gpuLayers ?? 'auto') : integerArg(gpuLayers, '--gpu-layers', 0, 'a number, auto or max'),
+    threads: values.threads === undefined ? undefined : integerArg(values.threads, '--threads', 1),
+    maxTokens: values['max-tokens'] === undefined ? undefined : integerArg(values['max-tokens'], '--max-tokens', 1),
+    grammar: values['no-grammar'] !== true,
+  };
+}
+
+function integerArg(value: string | boolean, flag: string, min: number, expected = `a whole number from ${min}`): number {
+  const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(number) || number < min) throw usageError(`${flag} must be ${expected}, got ${JSON.stringify(value)}`);
+  return number;
+}
+
+function pngPath(value: string | boolean | undefined, flag: string): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (path.extname(value).toLowerCase() !== '.png') throw usageError(`${flag} writes a PNG: give a file name ending in .png, got ${JSON.stringify(value)}`);
+  return value;
+}
+

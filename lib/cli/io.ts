@@ -1,0 +1,84 @@
+/**
+ * What the commands share: reading the image, loading the model with a progress display, checking
+ * and writing output files, the demo's cache folder and the package version.
+ */
+import { readFileSync } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import path from 'node:path';
+
+import { ChainOfSpotError } from '../common/errors';
+import { loadImage, type RawImageInput } from '../image/image';
+import { PACKAGE_ROOT } from '../native/loader';
+import { ChainOfSpot } from '../procedure/chain-of-spot';
+import type { ModelArgs } from './args';
+import { Progress } from './progress';
+
+// --- files ---------------------------------------------------------------------------------------
+
+/**
+ * Where the demo keeps its tiny model: `$CHAIN_OF_SPOT_CACHE`, else `$XDG_CACHE_HOME/chain-of-spot`,
+ * else `~/.cache/chain-of-spot`.
+ */
+export function cacheDir(env: NodeJS.ProcessEnv, home: string = homedir()): string {
+  if (env.CHAIN_OF_SPOT_CACHE) return path.resolve(env.CHAIN_OF_SPOT_CACHE);
+  // The XDG spec says to ignore a relative XDG_CACHE_HOME.
+  const xdg = env.XDG_CACHE_HOME;
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.cache'), 'chain-of-spot');
+}
+
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** The image, decoded once: checked before the model loads, and drawn on afterwards. */
+export async function readImage(file: string): Promise<RawImageInput> {
+  try {
+    return { ...(await loadImage(file)), channels: 3 };
+  } catch (error) {
+    if (!(error instanceof ChainOfSpotError) || error.message.includes(file)) throw error;
+    throw new ChainOfSpotError(error.code, `${file}: ${error.message}`, { cause: error });
+  }
+}
+
+/** Loads the model with a progress display, after checking both files exist (the projector is read only after the model). */
+export async function loadModel(args: Pick<ModelArgs, 'model' | 'mmproj' | 'gpuLayers' | 'threads'>, signal: AbortSignal): Promise<ChainOfSpot> {
+  await requireFile(args.model, 'ERR_MODEL_LOAD', 'model file');
+  await requireFile(args.mmproj, 'ERR_PROJECTOR_LOAD', 'projector (--mmproj) file');
+  const progress = new Progress({ label: `loading model ${path.basename(args.model)}` });
+  try {
+    const cos = await ChainOfSpot.load({
+      model: args.model,
+      mmproj: args.mmproj,
+      gpuLayers: args.gpuLayers,
+      threads: args.threads,
+      onProgress: (fraction) => progress.update(fraction),
+      signal,
+    });
+    progress.done();
+    return cos;
+  } catch (error) {
+    progress.fail();
+    throw error;
+  }
+}
+
+async function requireFile(file: string, code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD', what: string): Promise<void> {
+  const found = await stat(file).catch(() => undefined);
+  if (!found?.isFile()) throw new ChainOfSpotError(code, `${what} not found: ${file}; check the path`);
+}
+
+export async function checkOutputFolder(file: string): Promise<void> {
+  const folder = path.dirname(path.resolve(file));
+  const found = await stat(folder).catch(() => undefined);
+  if (!found?.isDirectory()) throw new ChainOfSpotError('ERR_OUTPUT', `the folder ${folder} does not exist: create it, or write ${path.basename(file)} elsewhere`);
+}
+
+export async function writeOutput(file: string, bytes: Buffer, what: string): Promise<void> {
+  try {
+    await writeFile(file, bytes);
+  } catch (error) {
+    throw new ChainOfSpotError('ERR_OUTPUT', `cannot write the ${what} to ${file}: ${(error as Error).message}; check the folder exists and is writable`, { cause: error });
+  }
+}
+
