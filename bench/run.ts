@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util';
 
 import { binaryCandidates, type Candidate } from '../lib/native/loader';
 import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
-import { GgufType, readGgufHeader } from '../lib/gguf/writer';
+import { GgufType } from '../lib/gguf/format';
+import { readGgufHeader } from '../lib/gguf/reader';
 import { FloorProcess, buildFloor } from './floor';
 import { benchModels, SHAPES, type Shape } from './models';
 import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';

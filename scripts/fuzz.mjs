@@ -6,8 +6,9 @@
  *                         [--case-timeout-ms MS] [--save DIR] [--outcomes FILE]
  *                         [--replay S:I] [--verbose]
  *
- * Each case is a mutation of a known-good input (the tiny LLaVA pair, or small PNG / JPEG / GIF /
- * WebP images), made from the seed and the case index alone, so `--replay S:I` (or
+ * Each case is a mutation of a known-good input (the tiny LLaVA pair, the same mmproj laid out as
+ * other GGUF writers lay it out, or small PNG / JPEG / GIF / WebP images), made from the seed and the
+ * case index alone, so `--replay S:I` (or
  * `--seed S --start I --cases 1`) reproduces it. The cases run in a CHILD process that loads each
  * input through the public API and, when it loads, uses it (a model: tokenize, a session,
  * evaluate, generate; a projector: encode an image; an image: encode it in the projector). Every
@@ -16,7 +17,7 @@
  * child and goes on with the next case. A case that takes longer than the timeout is a hang.
  *
  * GGUF cases load through the public `Model.load` / `Model.loadProjector` alone, which must run
- * lib/gguf-check.ts's `checkGguf` before llama.cpp sees the file. `--precheck` (or the environment
+ * lib/gguf/check.ts's `checkGguf` before llama.cpp sees the file. `--precheck` (or the environment
  * variable CHAIN_OF_SPOT_TEST_PRECHECK=1) calls `checkGguf` explicitly first, for a build where
  * the load does not do it yet. Image cases run `loadImage` with a 2-megapixel limit (so that
  * mutated dimensions do not turn every case into a slow large decode), `prepareOriginal` and the
@@ -147,19 +148,38 @@ function interestingInteger(r, original, width, fileSize) {
 
 // --- GGUF cases ----------------------------------------------------------------------------------
 
+/**
+ * The files GGUF cases mutate: the tiny pair as our writer lays it out (`model`, `mmproj`), and the
+ * mmproj as llama.cpp's legacy converter (`legacy`) and LLaVA-1.6's surgery (`surgery`) lay it out:
+ * other key sets and order, other tensor order, another alignment (test/unit/gguf-cases.ts).
+ */
 async function ggufBases() {
   const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
-  const { ggufFields } = require(path.join(DIST, 'gguf/check.js'));
+  const { ggufFields, parseGgufHeader } = require(path.join(DIST, 'gguf/reader.js'));
+  const { FOREIGN_LAYOUTS, writeForeignMmproj } = require(path.join(DIST, '..', 'test', 'unit', 'gguf-cases.js'));
   const files = await ensureTinyLlava(MODEL_CACHE, TINY_LLAVA_FAST);
+  const sources = [['model', await readFile(files.model)], ['mmproj', await readFile(files.mmproj)]];
+  const scratch = await mkdtemp(path.join(tmpdir(), 'cos-fuzz-bases-'));
+  try {
+    for (const layout of FOREIGN_LAYOUTS) {
+      const file = path.join(scratch, `${layout}.gguf`);
+      await writeForeignMmproj(files.mmproj, file, layout);
+      sources.push([layout, await readFile(file)]);
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
   const bases = {};
-  for (const [name, file] of [['model', files.model], ['mmproj', files.mmproj]]) {
-    const bytes = await readFile(file);
+  for (const [name, bytes] of sources) {
     const fields = ggufFields(bytes);
-    const headerEnd = Math.max(...fields.map((f) => f.offset + f.width));
-    bases[name] = { name, file, bytes, fields, headerEnd };
+    const { headerBytes, dataOffset, alignment } = parseGgufHeader(bytes, { fileSize: bytes.length, complete: true, maxHeaderBytes: bytes.length });
+    bases[name] = { name, bytes, fields, headerEnd: headerBytes, dataOffset, alignment };
   }
   return { bases, pair: files };
 }
+
+/** How often each base is mutated. */
+const GGUF_BASE_WEIGHTS = [[5, 'model'], [2, 'mmproj'], [1.5, 'legacy'], [1.5, 'surgery']];
 
 /** One mutation of a GGUF base, as a list of byte operations (what a case is). */
 function ggufMutation(r, base) {
@@ -167,7 +187,7 @@ function ggufMutation(r, base) {
   const { fields, headerEnd } = base;
   const ofKind = (...kinds) => fields.filter((f) => kinds.includes(f.kind));
   const op = r.weighted([
-    [3, 'truncate'], [3, 'flip'], [6, 'field'], [3, 'value'], [2, 'token'], [1, 'tensor-swap'], [1, 'splice'], [1, 'zero-data'], [2, 'retype'],
+    [3, 'truncate'], [3, 'flip'], [6, 'field'], [3, 'value'], [2, 'token'], [1, 'tensor-swap'], [1, 'splice'], [1, 'zero-data'], [2, 'retype'], [2, 'rename'],
   ]);
   switch (op) {
     case 'truncate': {
@@ -261,12 +281,21 @@ function ggufMutation(r, base) {
     case 'retype': {
       // A structurally valid file with one tensor in another type (its data rewritten, the
       // offsets after it moved): what a broken quantizer could write.
-      const { GGML_TYPES } = require(path.join(DIST, 'gguf/check.js'));
+      const { GGML_TYPE_TABLE } = require(path.join(DIST, 'gguf/format.js'));
       const tensor = r.pick(ofKind('tensor_type'));
       const row = Number(base.bytes.readBigInt64LE(fields.find((f) => f.kind === 'dim' && f.owner === tensor.owner).offset));
-      const types = [...GGML_TYPES.entries()].filter(([, [, blockSize]]) => row % blockSize === 0).map(([type]) => type);
+      const types = [...GGML_TYPE_TABLE.entries()].filter(([, info]) => row % info.blockSize === 0).map(([type]) => type);
       const type = r.pick(types);
-      return { what: `${tensor.owner} retyped to ${GGML_TYPES.get(type)[0]}`, ops: [{ op: 'retype', tensor: tensor.owner, type }] };
+      return { what: `${tensor.owner} retyped to ${GGML_TYPE_TABLE.get(type).name}`, ops: [{ op: 'retype', tensor: tensor.owner, type }] };
+    }
+    case 'rename': {
+      // One byte of a tensor's name changed, the file otherwise intact: a tensor lost (and an
+      // unknown one gained), or one renamed into another's role (mm.2 -> mm.3, ffn_up -> ffn_gate).
+      const field = r.pick(ofKind('tensor_name_length'));
+      const name = field.owner;
+      const index = r.int(name.length);
+      const byte = r.weighted([[3, () => r.pick([...'0123456789'])], [3, () => r.pick([...'._abdegiklmnopqrstuvwxyzW'])], [1, () => String.fromCharCode(r.int(256))]])();
+      return { what: `tensor ${name} renamed: byte ${index} := ${JSON.stringify(byte)}`, ops: [{ op: 'set', at: field.offset + 8 + index, hex: hex([byte.charCodeAt(0)]) }] };
     }
     case 'zero-data': {
       // Tensor data set to NaN / huge values: the model must still load and run without crashing.
@@ -281,7 +310,7 @@ function ggufMutation(r, base) {
 
 function makeGgufCase(seed, index, bases) {
   const r = rng(seed, index, 'gguf');
-  const base = r.next() < 0.6 ? bases.model : bases.mmproj;
+  const base = bases[r.weighted(GGUF_BASE_WEIGHTS)];
   const count = r.next() < 0.8 ? 1 : 2 + r.int(2);
   const mutations = [];
   for (let i = 0; i < count; i++) mutations.push(ggufMutation(r, base));
@@ -292,11 +321,10 @@ function makeGgufCase(seed, index, bases) {
 
 /** `bytes` with tensor `name` in ggml type `type`: new data (a fixed pattern), later offsets moved. */
 function retype(bytes, name, type) {
-  const { ggufFields, GGML_TYPES } = require(path.join(DIST, 'gguf/check.js'));
+  const { ggufFields, parseGgufHeader } = require(path.join(DIST, 'gguf/reader.js'));
+  const { GGML_TYPE_TABLE } = require(path.join(DIST, 'gguf/format.js'));
   const fields = ggufFields(bytes);
-  const alignment = 32;
-  const headerEnd = Math.max(...fields.map((f) => f.offset + f.width));
-  const dataOffset = Math.ceil(headerEnd / alignment) * alignment;
+  const { alignment, dataOffset } = parseGgufHeader(bytes, { fileSize: bytes.length, complete: true, maxHeaderBytes: bytes.length });
   const header = Buffer.from(bytes.subarray(0, dataOffset));
   const tensors = [];
   for (const f of fields) {
@@ -306,7 +334,7 @@ function retype(bytes, name, type) {
     else if (f.kind === 'tensor_offset') Object.assign(tensors.at(-1), { offsetAt: f.offset, offset: Number(bytes.readBigUInt64LE(f.offset)) });
   }
   const size = (t, dims) => {
-    const [, blockSize, typeSize] = GGML_TYPES.get(t);
+    const { blockSize, typeSize } = GGML_TYPE_TABLE.get(t);
     return (dims.reduce((a, b) => a * b, 1) / blockSize) * typeSize;
   };
   const parts = [header];

@@ -1,68 +1,34 @@
 /**
- * A small GGUF v3 writer (and header reader), enough to produce llama.cpp-loadable model files.
+ * A small GGUF v3 writer, enough to produce llama.cpp-loadable model files (the layout is
+ * lib/gguf/format.ts's). Tensor data is streamed chunk by chunk, floats encoded into f16 or q8_0 on
+ * the way, so that multi-GB files never sit in memory.
  *
- * Layout written (all little-endian, as ggml's `gguf.cpp` reads it):
- *   magic "GGUF", u32 version, i64 tensor count, i64 KV count, the KV pairs, the tensor infos,
- *   zero padding to the alignment, then each tensor's data, each padded to the alignment.
- * Tensor offsets are relative to the start of the data section and must be exactly the running sum
- * of the padded tensor sizes, in declaration order: `gguf.cpp` rejects anything else.
+ * Owns: writing GGUF files, the value constructors (`gguf.u32(...)`), f16 and q8_0 encoding.
+ * May import: ./format and node builtins only.
  */
 
 import { endianness } from 'node:os';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 
-/** The four bytes "GGUF", read as a little-endian u32. */
-export const GGUF_MAGIC = 0x46554747;
-/** The GGUF version this module writes. */
-export const GGUF_VERSION = 3;
-/** The alignment used when `general.alignment` is absent (ggml's `GGUF_DEFAULT_ALIGNMENT`). */
-export const GGUF_DEFAULT_ALIGNMENT = 32;
-/** The metadata key that overrides the alignment; it must be a UINT32 power of two. */
-export const GGUF_KEY_ALIGNMENT = 'general.alignment';
-/** ggml's `GGML_MAX_NAME` (64): tensor names must be shorter, counting the terminating NUL. */
-const GGML_MAX_NAME = 64;
-const GGML_MAX_DIMS = 4;
-
-/** Metadata value types, numbered as in ggml's `enum gguf_type`. */
-export enum GgufType {
-  UINT8 = 0,
-  INT8 = 1,
-  UINT16 = 2,
-  INT16 = 3,
-  UINT32 = 4,
-  INT32 = 5,
-  FLOAT32 = 6,
-  BOOL = 7,
-  STRING = 8,
-  ARRAY = 9,
-  UINT64 = 10,
-  INT64 = 11,
-  FLOAT64 = 12,
-}
-
-/** The types whose values are JS numbers. */
-export type GgufNumberType =
-  | GgufType.UINT8 | GgufType.INT8 | GgufType.UINT16 | GgufType.INT16
-  | GgufType.UINT32 | GgufType.INT32 | GgufType.FLOAT32 | GgufType.FLOAT64;
-/** The 64-bit integer types, whose values are bigints so that no precision is lost. */
-export type GgufBigIntType = GgufType.UINT64 | GgufType.INT64;
-
-/** One non-array metadata value, tagged with its GGUF type. */
-export type GgufScalar =
-  | { readonly type: GgufNumberType; readonly value: number }
-  | { readonly type: GgufBigIntType; readonly value: bigint }
-  | { readonly type: GgufType.BOOL; readonly value: boolean }
-  | { readonly type: GgufType.STRING; readonly value: string };
-
-/** An array metadata value; all items share `itemType`. Nested arrays are not supported. */
-export type GgufArray =
-  | { readonly type: GgufType.ARRAY; readonly itemType: GgufNumberType; readonly value: readonly number[] }
-  | { readonly type: GgufType.ARRAY; readonly itemType: GgufBigIntType; readonly value: readonly bigint[] }
-  | { readonly type: GgufType.ARRAY; readonly itemType: GgufType.BOOL; readonly value: readonly boolean[] }
-  | { readonly type: GgufType.ARRAY; readonly itemType: GgufType.STRING; readonly value: readonly string[] };
-
-/** Any metadata value. {@link readGgufHeader} returns values in this same form. */
-export type GgufValue = GgufScalar | GgufArray;
+import {
+  GGML_MAX_DIMS,
+  GGML_MAX_NAME,
+  GGML_TYPE_TABLE,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_KEY_ALIGNMENT,
+  GGUF_MAGIC,
+  GGUF_VERSION,
+  GgmlType,
+  GgufType,
+  alignUp,
+  ggmlDataBytes,
+  type GgmlTypeInfo,
+  type GgufArray,
+  type GgufBigIntType,
+  type GgufNumberType,
+  type GgufScalar,
+  type GgufValue,
+} from './format';
 
 function arrayValue(itemType: GgufNumberType, value: readonly number[]): GgufArray;
 function arrayValue(itemType: GgufBigIntType, value: readonly bigint[]): GgufArray;
@@ -89,20 +55,11 @@ export const gguf = {
   array: arrayValue,
 } as const;
 
-/** Tensor element types, numbered as in ggml's `enum ggml_type`. */
-export enum GgmlType {
-  F32 = 0,
-  F16 = 1,
-  Q8_0 = 8,
-  Q4_K = 12,
-  Q6_K = 14,
-}
+/** The tensor types this writer writes: floats it encodes, and K-quants as ready-made blocks. */
+export type WritableGgmlType = GgmlType.F32 | GgmlType.F16 | GgmlType.Q8_0 | GgmlType.Q4_K | GgmlType.Q6_K;
 
-/** How a tensor type lays out its data: `blockSize` elements are stored in `typeSize` bytes. */
-export interface GgmlTypeTraits {
-  readonly name: string;
-  readonly blockSize: number;
-  readonly typeSize: number;
+/** How the writer lays out a tensor type: format.ts's block layout, and an encoder where it has one. */
+export interface GgmlTypeTraits extends GgmlTypeInfo {
   /**
    * Encodes `src` (a whole number of blocks) into `dst` (exactly the matching byte count). A type
    * without an encoder only accepts pre-encoded bytes.
@@ -110,23 +67,22 @@ export interface GgmlTypeTraits {
   readonly encode?: (src: Float32Array, dst: Uint8Array) => void;
 }
 
-/** Traits of the supported tensor types, as in ggml's `type_traits` table. */
-export const GGML_TYPES: Readonly<Record<GgmlType, GgmlTypeTraits>> = {
-  [GgmlType.F32]: {
-    name: 'f32', blockSize: 1, typeSize: 4,
-    encode: (src, dst) => dst.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength)),
-  },
-  [GgmlType.F16]: {
-    name: 'f16', blockSize: 1, typeSize: 2,
-    encode: (src, dst) => encodeF16(src, new Uint16Array(dst.buffer, dst.byteOffset, src.length)),
-  },
-  [GgmlType.Q8_0]: { name: 'q8_0', blockSize: 32, typeSize: 34, encode: encodeQ8_0 },
+function writable(type: WritableGgmlType, encode?: GgmlTypeTraits['encode']): GgmlTypeTraits {
+  const info = GGML_TYPE_TABLE.get(type)!;
+  return encode ? { ...info, encode } : { ...info };
+}
+
+/** Traits of the tensor types this writer writes. */
+export const GGML_TYPES: Readonly<Record<WritableGgmlType, GgmlTypeTraits>> = {
+  [GgmlType.F32]: writable(GgmlType.F32, (src, dst) => dst.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength))),
+  [GgmlType.F16]: writable(GgmlType.F16, (src, dst) => encodeF16(src, new Uint16Array(dst.buffer, dst.byteOffset, src.length))),
+  [GgmlType.Q8_0]: writable(GgmlType.Q8_0, (src, dst) => encodeQ8_0(src, dst)),
   // K-quants are written as ready-made blocks (no encoder): enough for models of a real shape.
-  [GgmlType.Q4_K]: { name: 'q4_K', blockSize: 256, typeSize: 144 },
-  [GgmlType.Q6_K]: { name: 'q6_K', blockSize: 256, typeSize: 210 },
+  [GgmlType.Q4_K]: writable(GgmlType.Q4_K),
+  [GgmlType.Q6_K]: writable(GgmlType.Q6_K),
 };
 
-/** The traits of `type`; throws a RangeError for a type this module does not know. */
+/** The traits of `type`; throws a RangeError for a type this writer does not write. */
 export function ggmlTypeTraits(type: GgmlType): GgmlTypeTraits {
   const traits = (GGML_TYPES as Partial<Record<number, GgmlTypeTraits>>)[type];
   if (traits === undefined) throw new RangeError(`unsupported ggml type ${type}`);
@@ -135,9 +91,7 @@ export function ggmlTypeTraits(type: GgmlType): GgmlTypeTraits {
 
 /** The byte size of a tensor's data (before alignment padding). */
 export function tensorByteSize(type: GgmlType, shape: readonly number[]): number {
-  const { blockSize, typeSize } = ggmlTypeTraits(type);
-  const n = shape.reduce((a, b) => a * b, 1);
-  return (n / blockSize) * typeSize;
+  return Number(ggmlDataBytes(ggmlTypeTraits(type), shape.reduce((a, b) => a * BigInt(b), 1n)));
 }
 
 // --- float -> half -------------------------------------------------------------------------------
@@ -324,10 +278,6 @@ function writeValue(out: ByteBuilder, key: string, v: GgufValue): void {
   for (const item of v.value) writeScalar(out, v.itemType, item, key);
 }
 
-function alignUp(n: number, alignment: number): number {
-  return Math.ceil(n / alignment) * alignment;
-}
-
 function checkTensor(t: GgufTensor, seen: Set<string>): void {
   if (Buffer.byteLength(t.name, 'utf8') >= GGML_MAX_NAME) throw new RangeError(`tensor name too long: ${t.name}`);
   if (seen.has(t.name)) throw new RangeError(`duplicate tensor name: ${t.name}`);
@@ -463,148 +413,5 @@ export async function writeGguf(path: string, content: GgufContent): Promise<num
     await fh.close().catch(() => undefined);
     await rm(path, { force: true });
     throw err;
-  }
-}
-
-// --- header reader -------------------------------------------------------------------------------
-
-/** One tensor's entry in the header. */
-export interface GgufTensorInfo {
-  readonly name: string;
-  /** In ggml order, as written. */
-  readonly shape: readonly number[];
-  /** The raw `ggml_type` id (not necessarily one this module can write). */
-  readonly type: number;
-  /** Offset of the data from {@link GgufHeader.dataOffset}. */
-  readonly offset: number;
-}
-
-/** The parsed header of a GGUF file. */
-export interface GgufHeader {
-  readonly version: number;
-  readonly tensorCount: number;
-  readonly kv: ReadonlyMap<string, GgufValue>;
-  readonly tensors: readonly GgufTensorInfo[];
-  readonly alignment: number;
-  /** Absolute file offset where tensor data starts. */
-  readonly dataOffset: number;
-}
-
-/** Thrown by the cursor when the buffer ends before the header does: read more and retry. */
-class NeedMoreBytes extends Error {}
-
-class Cursor {
-  pos = 0;
-  constructor(private readonly buf: Buffer, private readonly complete: boolean) {}
-
-  private take(n: number): number {
-    if (this.pos + n > this.buf.length) {
-      if (this.complete) throw new RangeError('GGUF header is truncated');
-      throw new NeedMoreBytes();
-    }
-    const at = this.pos;
-    this.pos += n;
-    return at;
-  }
-
-  u8(): number { return this.buf.readUInt8(this.take(1)); }
-  i8(): number { return this.buf.readInt8(this.take(1)); }
-  u16(): number { return this.buf.readUInt16LE(this.take(2)); }
-  i16(): number { return this.buf.readInt16LE(this.take(2)); }
-  u32(): number { return this.buf.readUInt32LE(this.take(4)); }
-  i32(): number { return this.buf.readInt32LE(this.take(4)); }
-  u64(): bigint { return this.buf.readBigUInt64LE(this.take(8)); }
-  i64(): bigint { return this.buf.readBigInt64LE(this.take(8)); }
-  f32(): number { return this.buf.readFloatLE(this.take(4)); }
-  f64(): number { return this.buf.readDoubleLE(this.take(8)); }
-  count(): number {
-    const n = this.u64();
-    if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`GGUF count ${n} is too large`);
-    return Number(n);
-  }
-  str(): string {
-    const n = this.count();
-    const at = this.take(n);
-    return this.buf.toString('utf8', at, at + n);
-  }
-}
-
-function readScalar(c: Cursor, type: GgufType): number | bigint | boolean | string {
-  switch (type) {
-    case GgufType.UINT8: return c.u8();
-    case GgufType.INT8: return c.i8();
-    case GgufType.UINT16: return c.u16();
-    case GgufType.INT16: return c.i16();
-    case GgufType.UINT32: return c.u32();
-    case GgufType.INT32: return c.i32();
-    case GgufType.FLOAT32: return c.f32();
-    case GgufType.FLOAT64: return c.f64();
-    case GgufType.UINT64: return c.u64();
-    case GgufType.INT64: return c.i64();
-    case GgufType.BOOL: return c.u8() !== 0;
-    case GgufType.STRING: return c.str();
-    default: throw new RangeError(`unsupported GGUF value type ${String(type)}`);
-  }
-}
-
-function readValue(c: Cursor): GgufValue {
-  const type = c.u32() as GgufType;
-  if (type !== GgufType.ARRAY) return { type, value: readScalar(c, type) } as GgufScalar;
-  const itemType = c.u32() as GgufType;
-  if (itemType === GgufType.ARRAY) throw new RangeError('nested GGUF arrays are not supported');
-  const n = c.count();
-  const value: (number | bigint | boolean | string)[] = [];
-  for (let i = 0; i < n; i++) value.push(readScalar(c, itemType));
-  return { type, itemType, value } as GgufArray;
-}
-
-function parseHeader(buf: Buffer, complete: boolean): GgufHeader {
-  const c = new Cursor(buf, complete);
-  if (c.u32() !== GGUF_MAGIC) throw new RangeError('not a GGUF file (bad magic)');
-  const version = c.u32();
-  if (version !== 2 && version !== 3) throw new RangeError(`unsupported GGUF version ${version}`);
-  const tensorCount = Number(c.i64());
-  const kvCount = Number(c.i64());
-  const kv = new Map<string, GgufValue>();
-  for (let i = 0; i < kvCount; i++) {
-    const key = c.str();
-    kv.set(key, readValue(c));
-  }
-  const tensors: GgufTensorInfo[] = [];
-  for (let i = 0; i < tensorCount; i++) {
-    const name = c.str();
-    const nDims = c.u32();
-    if (nDims > GGML_MAX_DIMS) throw new RangeError(`tensor ${name}: ${nDims} dimensions`);
-    const shape: number[] = [];
-    for (let d = 0; d < nDims; d++) shape.push(Number(c.i64()));
-    const type = c.u32();
-    const offset = Number(c.u64());
-    tensors.push({ name, shape, type, offset });
-  }
-  const a = kv.get(GGUF_KEY_ALIGNMENT);
-  const alignment = a?.type === GgufType.UINT32 ? a.value : GGUF_DEFAULT_ALIGNMENT;
-  return { version, tensorCount, kv, tensors, alignment, dataOffset: alignUp(c.pos, alignment) };
-}
-
-/**
- * Reads and parses the header of a GGUF file (metadata and tensor infos, not the data). This is a
- * plain parser for tests and tools, not a validator.
- */
-export async function readGgufHeader(path: string): Promise<GgufHeader> {
-  const fh = await open(path, 'r');
-  try {
-    const { size } = await fh.stat();
-    // Headers are usually well under 1 MiB; read more only when parsing runs off the end.
-    for (let want = Math.min(size, 1 << 20); ; want = Math.min(size, want * 4)) {
-      const buf = Buffer.alloc(want);
-      const { bytesRead } = await fh.read(buf, 0, want, 0);
-      try {
-        return parseHeader(buf.subarray(0, bytesRead), want === size);
-      } catch (err) {
-        if (!(err instanceof NeedMoreBytes)) throw err;
-      }
-    }
-  } finally {
-    await fh.close();
   }
 }

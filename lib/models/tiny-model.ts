@@ -17,7 +17,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { f32ToF16, GgmlType, ggmlTypeTraits, GgufType, gguf, readGgufHeader, writeGguf, type GgufContent, type GgufTensor, type GgufValue } from '../gguf/writer';
+import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
+import { readGgufHeader } from '../gguf/reader';
+import { f32ToF16, ggmlTypeTraits, gguf, writeGguf, type GgufContent, type GgufTensor } from '../gguf/writer';
 
 /** Shape of the text (language) model. */
 export interface TinyTextSpec {

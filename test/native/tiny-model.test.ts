@@ -3,7 +3,9 @@ import { mkdtemp, open, readFile, readdir, rm, stat, truncate } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { GgmlType, GgufType, readGgufHeader, tensorByteSize, type GgufHeader, type GgufValue } from '../../lib/gguf/writer';
+import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
+import { readGgufHeader, type GgufHeader } from '../../lib/gguf/reader';
+import { tensorByteSize } from '../../lib/gguf/writer';
 import { Model } from '../../lib/llama/model';
 import {
   BOS_ID,

@@ -1,63 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { checkGguf, ggufFields, type GgufField, type GgufRole } from '../../lib/gguf/check';
+import { checkGguf, type GgufRole } from '../../lib/gguf/check';
+import { PROJECTOR_RULES } from '../../lib/gguf/llava';
 import { ensureTinyLlava, tinyVocab, TINY_LLAVA_FAST, withProjectorWidth } from '../../lib/models/tiny-model';
-import { assertExited, describeChild, resultOf, runScript } from '../support/child';
 import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
-
-interface Base {
-  readonly path: string;
-  readonly bytes: Buffer;
-  readonly fields: GgufField[];
-  /** Where the tensor data starts. */
-  readonly dataOffset: number;
-}
-
-async function base(file: string): Promise<Base> {
-  const bytes = await readFile(file);
-  const fields = ggufFields(bytes);
-  const headerEnd = Math.max(...fields.map((f) => f.offset + f.width));
-  return { path: file, bytes, fields, dataOffset: Math.ceil(headerEnd / 32) * 32 };
-}
-
-/** The first field of `kind` (belonging to the key or tensor `owner`, when given). */
-function fieldOf(b: Base, kind: string, owner?: string): GgufField {
-  const f = b.fields.find((x) => x.kind === kind && (owner === undefined || x.owner === owner));
-  assert.ok(f, `no ${kind} field${owner ? ` of ${owner}` : ''} in ${b.path}`);
-  return f;
-}
-
-const u32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  return b;
-};
-const u64 = (v: bigint): Buffer => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt.asUintN(64, v));
-  return b;
-};
-const f32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeFloatLE(v);
-  return b;
-};
-
-/** A copy of `bytes` with `data` written at each offset. */
-function patched(bytes: Buffer, ...edits: [at: number, data: Buffer][]): Buffer {
-  const out = Buffer.from(bytes);
-  for (const [at, data] of edits) data.copy(out, at);
-  return out;
-}
-
-/** The name bytes of a key or tensor (after the 8-byte length of `lengthField`). */
-function nameAt(lengthField: GgufField): number {
-  return lengthField.offset + 8;
-}
+import { base, CRASHING, f32, fieldOf, FOREIGN_LAYOUTS, nameAt, patched, renameTensor, u32, u64, writeForeignMmproj, type Base, type BaseName } from './gguf-cases';
 
 async function rejects(file: string, role: GgufRole, code: string, pattern?: RegExp): Promise<ChainOfSpotError> {
   try {
@@ -76,6 +27,7 @@ describe('checkGguf', () => {
   let dir: string;
   let model: Base;
   let mmproj: Base;
+  const bases = new Map<BaseName, Base>();
   let counter = 0;
   /** Writes `bytes` to a new file in the test folder. */
   const write = async (bytes: Buffer | string, name = `case-${counter++}.gguf`): Promise<string> => {
@@ -89,6 +41,12 @@ describe('checkGguf', () => {
     const pair = await tinyLlavaFast();
     model = await base(pair.model);
     mmproj = await base(pair.mmproj);
+    bases.set('model', model).set('mmproj', mmproj);
+    for (const layout of FOREIGN_LAYOUTS) {
+      const file = path.join(dir, `${layout}-mmproj.gguf`);
+      await writeForeignMmproj(pair.mmproj, file, layout);
+      bases.set(layout, await base(file));
+    }
   });
   after(async () => rm(dir, { recursive: true, force: true }));
 
@@ -286,109 +244,57 @@ describe('checkGguf', () => {
     });
   });
 
-  describe('what llama.cpp and ggml abort on (found by experiment; each case aborted or segfaulted the process before this check)', () => {
-    // [what, role, edit, message]: each edit keeps the file structurally valid for gguf.cpp.
-    const crashing: [string, GgufRole, (m: Base, p: Base) => Buffer, RegExp][] = [
-      ['two vocabulary tokens with the same text (llama-vocab.cpp GGML_ASSERT)', 'text-model', (m) => {
-        const items = m.fields.filter((f) => f.kind === 'array_item' && f.owner === 'tokenizer.ggml.tokens');
-        const a = items[300]!;
-        const b = items.slice(301).find((f) => f.width === a.width)!;
-        return patched(m.bytes, [b.offset, m.bytes.subarray(a.offset, a.offset + a.width)]);
-      }, /tokens 300 and \d+ of the vocabulary are both .* must be unique/],
-      ['block_count 0 (llama-model.cpp GGML_ASSERT)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.block_count').offset, u32(0)]), /block_count' is 0; llama.cpp loads 1 to 512 layers/],
-      ['block_count 4095', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.block_count').offset, u32(4095)]), /block_count' is 4095/],
-      ['an RMS norm epsilon of NaN (ggml-cpu GGML_ASSERT(eps >= 0))', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.attention.layer_norm_rms_epsilon').offset, f32(NaN)]), /epsilon' is NaN/],
-      ['a negative RMS norm epsilon', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'value', 'llama.attention.layer_norm_rms_epsilon').offset, f32(-1)]), /epsilon' is -1/],
-      ['a weight of type i16 (segfault in the matrix multiply)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'tensor_type', 'blk.0.ffn_down.weight').offset, u32(25)]), /'blk.0.ffn_down.weight' has type i16, which llama.cpp cannot compute with/],
-      ['a norm weight of type i32 (ggml binary-op abort)', 'text-model', (m) => patched(m.bytes, [fieldOf(m, 'tensor_type', 'blk.0.attn_norm.weight').offset, u32(26)]), /'blk.0.attn_norm.weight' \[256\] is i32; llama.cpp needs one-dimensional tensors in f32/],
-      ['a missing projector tensor (clip.cpp segfault)', 'projector', (_m, p) => patched(p.bytes, [nameAt(fieldOf(p, 'tensor_name_length', 'mm.0.weight')), Buffer.from('mm&0')]), /no tensor 'mm.0.weight'/],
-      ['a missing attention weight', 'projector', (_m, p) => patched(p.bytes, [nameAt(fieldOf(p, 'tensor_name_length', 'v.blk.0.attn_v.weight')), Buffer.from('v.blk.0.attn_O')]), /no tensor 'v.blk.0.attn_v.weight'/],
-      ['a norm weight one shorter (ggml_can_repeat GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'dim', 'v.blk.0.ln1.weight').offset, u64(127n)]), /'v.blk.0.ln1.weight' has shape \[127\]; .* must be \[128\]/],
-      ['a head count that does not divide the width (ggml_reshape GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.attention.head_count').offset, u32(3)]), /embedding_length' 128 is not a multiple of 'clip.vision.attention.head_count' 3/],
-      ['a width that differs from the tensors', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.embedding_length').offset, u32(64)]), /must be \[14, 14, 3, 64\]/],
-      ['a layer norm epsilon of -1', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.attention.layer_norm_epsilon').offset, f32(-1)]), /epsilon' is -1/],
-      ['image_size 0 (ggml_conv GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.image_size').offset, u32(0)]), /image_size' is 0/],
-      ['image_size 224: more patches than position embeddings (get_rows GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.image_size').offset, u32(224)]), /224-pixel images in 14-pixel patches need \[128, 257\]/],
-      ['patch_size 7', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value', 'clip.vision.patch_size').offset, u32(7)]), /must be \[7, 7, 3, 128\]/],
-      ['image_size stored as i32 (gguf.cpp type GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.vision.image_size').offset, u32(5)]), /'clip.vision.image_size' is stored as i32, but llama.cpp reads it as u32/],
-      ['use_gelu stored as u8', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.use_gelu').offset, u32(0)]), /'clip.use_gelu' is stored as u8, but llama.cpp reads it as bool/],
-      ['the epsilon stored as u32', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'value_type', 'clip.vision.attention.layer_norm_epsilon').offset, u32(4)]), /stored as u32, but llama.cpp reads it as f32/],
-      ['a bias of type f16 (ggml binary-op abort)', 'projector', (_m, p) => {
-        // Twice the values at half the size each: the same 512 bytes, so the offsets still hold.
-        return patched(p.bytes, [fieldOf(p, 'dim', 'v.blk.0.ln1.bias').offset, u64(256n)], [fieldOf(p, 'tensor_type', 'v.blk.0.ln1.bias').offset, u32(1)]);
-      }, /'v.blk.0.ln1.bias' \[256\] is f16; llama.cpp needs one-dimensional tensors in f32/],
-      ['a patch embedding of type bf16 (ggml backend GGML_ASSERT)', 'projector', (_m, p) => patched(p.bytes, [fieldOf(p, 'tensor_type', 'v.patch_embd.weight').offset, u32(30)]), /'v.patch_embd.weight' is bf16; the patch convolution needs f32 or f16/],
-      ['a tensor whose data lies past the end of the file (ggml-backend GGML_ASSERT(buffer))', 'projector', (_m, p) => {
-        const last = p.fields.filter((f) => f.kind === 'dim').at(-1)!;
-        return patched(p.bytes, [last.offset, u64(2n ** 41n + 128n)]);
-      }, /the data of tensor '[^']+' \([^)]+\) runs to byte \d+/],
-    ];
-
-    for (const [what, role, edit, message] of crashing) {
-      it(`${what}: ${role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD'}`, async () => {
-        await rejects(await write(edit(model, mmproj)), role, role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD', message);
-      });
-    }
-
-    it('loading each of them through the public API gives the coded error, in a child process that survives', async function () {
-      this.timeout(120_000);
-      const cases: { file: string; role: GgufRole; what: string }[] = [];
-      for (const [what, role, edit] of crashing) cases.push({ file: await write(edit(model, mmproj)), role, what });
-      const outcome = await runScript(LOAD_AND_USE, [model.path, JSON.stringify(cases)], { timeoutMs: 110_000 });
-      const last = [...outcome.stdout.matchAll(/^MARK case-(\d+)$/gm)].at(-1)?.[1];
-      assertExited(outcome);
-      const results = resultOf<{ what: string; code: string | null; message: string }[]>(outcome);
-      assert.equal(results.length, cases.length, `${describeChild(outcome)} (last case started: ${last})`);
-      for (const [i, r] of results.entries()) {
-        assert.equal(r.code, cases[i]!.role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD', `${r.what}: ${r.code} ${r.message}`);
+  describe("other writers' layouts", () => {
+    it('passes the mmproj as llama.cpp\'s legacy converter and LLaVA-1.6\'s surgery lay it out', async () => {
+      for (const layout of FOREIGN_LAYOUTS) {
+        const file = bases.get(layout)!.path;
+        const summary = await checkGguf(file, 'projector', { textEmbeddingSize: 256 });
+        assert.equal(summary.projectorType, 'mlp', layout);
+        assert.equal(summary.projectorOutputWidth, 256, layout);
+        assert.equal(summary.dataOffset + summary.dataBytes, summary.fileSize, layout);
+        assert.equal(summary.alignment, layout === 'surgery' ? 64 : 32);
+        assert.ok(!summary.metadata.has('chain_of_spot.fingerprint'), layout);
       }
+      const surgery = await checkGguf(bases.get('surgery')!.path, 'projector');
+      assert.deepEqual(surgery.tensors.slice(0, 2).map((t) => t.name), ['mm.0.bias', 'mm.0.weight'], 'each bias before its weight');
+      assert.ok(surgery.tensors.some((t) => t.name === 'model.image_newline'));
+      assert.deepEqual(surgery.metadata.get('clip.vision.image_grid_pinpoints'), { itemType: 5, length: 10 });
     });
   });
-});
 
-/**
- * Child script: loads each case through Model.load / Model.loadProjector and uses what loads
- * (a session, an evaluation, a generated token; an encoded image), printing MARK lines so that a
- * crash can be pinned on its case. With CHAIN_OF_SPOT_TEST_PRECHECK=1 it runs checkGguf first, for
- * a build whose loaders do not run it yet.
- */
-const LOAD_AND_USE = `
-const { Model } = require(process.env.COS_DIST + '/index.js');
-const { checkGguf } = require(process.env.COS_DIST + '/gguf/check.js');
-const [goodModel, casesJson] = process.argv.slice(1).filter((a) => a !== '--');
-const cases = JSON.parse(casesJson);
-const precheck = process.env.CHAIN_OF_SPOT_TEST_PRECHECK === '1';
-(async () => {
-  const good = await Model.load(goodModel);
-  const results = [];
-  for (const [i, c] of cases.entries()) {
-    console.log('MARK case-' + i);
-    try {
-      if (c.role === 'text-model') {
-        if (precheck) await checkGguf(c.file, 'text-model');
-        const model = await Model.load(c.file);
-        const session = await model.createSession({ contextSize: 64, threads: 1 });
-        await session.evaluate('Hello world', { addBos: true });
-        await session.generate({ maxTokens: 2 });
-        await model.dispose();
-      } else {
-        if (precheck) await checkGguf(c.file, 'projector');
-        const projector = await good.loadProjector(c.file, { threads: 1 });
-        const size = projector.info.imageSize;
-        const session = await good.createSession({ contextSize: 512, threads: 1 });
-        await session.evaluateImage(projector, { data: new Uint8Array(size * size * 3).fill(99), width: size, height: size });
-        await session.dispose();
-        await projector.dispose();
-      }
-      results.push({ what: c.what, code: null, message: 'loaded and ran' });
-    } catch (error) {
-      results.push({ what: c.what, code: error.code ?? null, message: String(error.message).slice(0, 300) });
+  describe("the projector's tensors, as clip.cpp's LLaVA graph uses them", () => {
+    it('has rules for mlp and mlp_norm, and mm.2.weight is no optional layer of mlp', () => {
+      assert.deepEqual(Object.keys(PROJECTOR_RULES), ['mlp', 'mlp_norm']);
+      const mm2 = PROJECTOR_RULES.mlp.find((rule) => rule.name === 'mm.2.weight');
+      assert.equal(mm2?.use, 'required');
+      assert.deepEqual(PROJECTOR_RULES.mlp.find((rule) => rule.name === 'mm.2.bias')?.use, { with: 'mm.2.weight' });
+    });
+
+    const cases: [what: string, layout: BaseName, edit: (b: Base) => Buffer, message: RegExp][] = [
+      ['a bias without its weight (v.pre_ln.weight renamed)', 'mmproj', (b) => renameTensor(b, 'v.pre_ln.weight', 'W'), /it has tensor 'v.pre_ln.bias' but no 'v.pre_ln.weight'.*renamed or lost/],
+      ['a gate bias without the gate', 'surgery', (b) => renameTensor(b, 'v.blk.1.ffn_down.bias', 'gate', 'v.blk.1.ffn_'.length), /'v.blk.1.ffn_gate.bias' but no 'v.blk.1.ffn_gate.weight'/],
+      ['a projector type this check has no rules for', 'legacy', (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.projector_type').offset, Buffer.from('ldp')]), /projector type 'ldp' is not a LLaVA-1.5-style projector/],
+      // No crash seen (the fixed-size images this package sends are never cut), but a side of 0 or past
+      // 46340 overflows clip.cpp's int area arithmetic when a larger image is.
+      ['a grid pinpoint of 0', 'surgery', (b) => patched(b.bytes, [fieldOf(b, 'array_item', 'clip.vision.image_grid_pinpoints').offset, u32(0)]), /image_grid_pinpoints' holds 0, not an image side/],
+    ];
+    for (const [what, layout, edit, message] of cases) {
+      it(`${what} (${layout} layout): ERR_PROJECTOR_LOAD`, async () => {
+        await rejects(await write(edit(bases.get(layout)!)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      });
     }
-  }
-  await good.dispose();
-  console.log('RESULT ' + JSON.stringify(results));
-})();
-`;
+  });
+
+  describe('what llama.cpp and ggml abort on (found by experiment; each case aborted or segfaulted the process before this check)', () => {
+    // Each edit keeps the file structurally valid for gguf.cpp; test/system/gguf-crash.test.ts
+    // loads the same files through llama.cpp in child processes.
+    for (const c of CRASHING) {
+      it(`${c.what}: ${c.role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD'}`, async () => {
+        await rejects(await write(c.edit(bases.get(c.base)!)), c.role, c.role === 'projector' ? 'ERR_PROJECTOR_LOAD' : 'ERR_MODEL_LOAD', c.message);
+      });
+    }
+  });
+});
 
 /**
  * Writes the header of a LLaVA-1.5-7B-sized Q4_K text model (a 32000-token vocabulary, 32 layers,

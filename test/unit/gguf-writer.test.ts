@@ -3,22 +3,9 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import {
-  GGML_TYPES,
-  GGUF_DEFAULT_ALIGNMENT,
-  GgmlType,
-  GgufType,
-  encodeF16,
-  f16ToF32,
-  f32ToF16,
-  gguf,
-  readGgufHeader,
-  tensorByteSize,
-  writeGguf,
-  type GgufHeader,
-  type GgufTensor,
-  type GgufValue,
-} from '../../lib/gguf/writer';
+import { GGUF_DEFAULT_ALIGNMENT, GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
+import { readGgufHeader, type GgufHeader } from '../../lib/gguf/reader';
+import { GGML_TYPES, encodeF16, f16ToF32, f32ToF16, gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
 
 /** A tensor whose data is the given floats, delivered in `chunks` pieces. */
 function floatTensor(name: string, shape: number[], type: GgmlType, values: Float32Array, chunks = 1): GgufTensor {
