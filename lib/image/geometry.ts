@@ -98,3 +98,48 @@ export function finiteCoordinates(box: Box): [number, number, number, number] {
   return values;
 }
 
+
+/** Pillow's `MAX_IMAGE_PIXELS` (9.x/10.x): `Image.crop` refuses a crop over twice as many pixels. */
+const PIL_MAX_IMAGE_PIXELS = 89_478_485;
+/** The C `int` range Pillow's core `crop` parses its corners into. */
+const C_INT = { min: -(2 ** 31), max: 2 ** 31 - 1 } as const;
+/** Pillow's image allocation fails (MemoryError) for a width above `INT_MAX / 4 - 1`. */
+const PIL_MAX_WIDTH = Math.floor(C_INT.max / 4) - 1;
+
+/**
+ * The rectangle the reference crops from the padded square of `side` pixels for a box read as the
+ * reference reads it, exactly as Pillow 9/10's `Image.crop((side * l, side * t, side * r, side * b))`
+ * does, or `null` where that call raises (and the reference, catching it, zooms into the whole
+ * padded image instead):
+ * - reversed corners (`r < l` or `b < t`, on the unrounded products): `ValueError`, so `null`;
+ * - a coordinate that is NaN (`ValueError`) or infinite (`OverflowError`): `null`;
+ * - otherwise each product is rounded half to even (Python's `round`); a crop of more than
+ *   2 x 89,478,485 pixels (Pillow's decompression-bomb limit), a corner outside the C `int` range
+ *   (`OverflowError`) or a width over 536,870,910 (`MemoryError`): `null`;
+ * - anything else is cropped as given: corners beyond the square are allowed (Pillow fills what
+ *   lies outside the image with black) and the rectangle may be empty (zero width or height, when
+ *   the corners round to the same pixel), which `expand2square` then turns into a flat square of
+ *   the pad colour.
+ *
+ * @throws TypeError when a coordinate is not a number; RangeError when `side` is not a positive integer.
+ */
+export function referenceCropRect(box: Box, side: number): PixelRect | null {
+  assertPositiveInteger(side, 'side');
+  const [left, top, right, bottom] = coordinates(box).map((value) => side * value) as [number, number, number, number];
+  if (right < left || bottom < top) return null;
+  if (![left, top, right, bottom].every(Number.isFinite)) return null;
+  const [x0, y0, x1, y1] = [left, top, right, bottom].map(roundHalfEven) as [number, number, number, number];
+  if (Math.abs(x1 - x0) * Math.abs(y1 - y0) > 2 * PIL_MAX_IMAGE_PIXELS) return null;
+  if (![x0, y0, x1, y1].every((value) => value >= C_INT.min && value <= C_INT.max)) return null;
+  if (x1 - x0 > PIL_MAX_WIDTH) return null;
+  return { left: x0, top: y0, right: x1, bottom: y1 };
+}
+
+/**
+ * Python's `round(x)` on a float: to the nearest integer, halves to even.
+ * @internal
+ */
+export function roundHalfEven(value: number): number {
+  const nearest = Math.round(value); // JavaScript rounds halves up
+  return (nearest - value === 0.5 && nearest % 2 !== 0 ? nearest - 1 : nearest) + 0; // + 0: no -0
+}

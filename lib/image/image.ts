@@ -5,9 +5,10 @@
  */
 import sharp from 'sharp';
 import { ChainOfSpotError } from '../common/errors';
-import { finiteCoordinates, orderedBox, paddedSquare, type Box, type PixelRect } from './geometry';
+import { finiteCoordinates, orderedBox, paddedSquare, referenceCropRect, roundHalfEven, type Box, type PixelRect } from './geometry';
 import { padCropResize } from './pixel-pool';
-import { assertPositiveInteger, integerOption, optionsObject } from '../common/validate';
+import { flatSquare, orientPixels } from './pixels';
+import { assertPositiveInteger, booleanOption, integerOption, optionsObject } from '../common/validate';
 
 import type { RgbImage } from '../common/rgb-image';
 
@@ -32,6 +33,11 @@ export interface LoadImageOptions {
    * decoded. `Infinity` turns the limit off. Default {@link DEFAULT_MAX_PIXELS}.
    */
   readonly maxPixels?: number;
+  /**
+   * Turn the image upright by its EXIF orientation (default true). False keeps the pixels as
+   * stored, as PIL's `Image.open` does and as the reference therefore saw them (reference mode).
+   */
+  readonly applyOrientation?: boolean;
 }
 
 /**
@@ -42,6 +48,7 @@ export interface LoadImageOptions {
 export const DEFAULT_MAX_PIXELS = 50_000_000;
 
 export { PAD_COLOUR } from './pixels';
+export { referenceCropRect } from './geometry';
 
 /**
  * How far outside the padded square a box may reach, in units of its side. Beyond the square the
@@ -55,7 +62,8 @@ const BOX_REACH = { min: -1, max: 2 } as const;
  * with a few deliberate differences for real-world input:
  * - an embedded ICC profile is ignored, as PIL ignores it: the model was trained on the stored
  *   values, not colour-managed ones;
- * - the EXIF orientation is applied (PIL's `open` ignores it; a photo should be seen upright);
+ * - the EXIF orientation is applied (PIL's `open` ignores it; a photo should be seen upright),
+ *   unless `applyOrientation` is false;
  * - alpha is dropped, not composited, as `convert('RGB')` does: transparent pixels keep the colour
  *   stored under them;
  * - grey becomes RGB by copying the grey level; CMYK becomes sRGB through its ICC profile (or a
@@ -74,13 +82,25 @@ const BOX_REACH = { min: -1, max: 2 } as const;
  *   pixels, or has more than `maxPixels` pixels; the message says why and what to do.
  */
 export async function loadImage(input: ImageInput, options?: LoadImageOptions): Promise<RgbImage> {
-  const { maxPixels: limit } = optionsObject(options);
+  return (await loadImageWithOrientation(input, options)).image;
+}
+
+/**
+ * {@link loadImage}, also telling the input's EXIF orientation (1 when it has none), so that the
+ * image can be turned into the other orientation mode later with {@link reorient}.
+ * @internal
+ */
+export async function loadImageWithOrientation(input: ImageInput, options?: LoadImageOptions): Promise<{ image: RgbImage; orientation: number }> {
+  const { maxPixels: limit, applyOrientation: apply } = optionsObject(options);
   const maxPixels = limit === Infinity ? limit : integerOption(limit, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+  const applyOrientation = booleanOption(apply, 'applyOrientation', true);
   const source = toPipeline(input, maxPixels);
   let decoded: { data: Buffer; info: sharp.OutputInfo };
+  let orientation: number;
   try {
-    decoded = await source
-      .autoOrient()
+    // One instance (a clone of a caller's): a stream input is buffered once and read twice.
+    orientation = (await source.metadata()).orientation ?? 1;
+    decoded = await (applyOrientation ? source.autoOrient() : source)
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -90,7 +110,19 @@ export async function loadImage(input: ImageInput, options?: LoadImageOptions): 
   }
   const image = firstFrame(decoded.data, decoded.info);
   if (image.width * image.height > maxPixels) throw tooManyPixels(maxPixels, image);
-  return image;
+  return { image, orientation };
+}
+
+/**
+ * An image loaded with its EXIF `orientation` applied or not (`applied`), as it would have been
+ * loaded the other way: turned upright (`applied` false) or back as stored (`applied` true). The
+ * pixels are only moved, so this equals decoding again with the other `applyOrientation` (tested
+ * for all eight orientations). An image without orientation comes back as it is.
+ * @internal
+ */
+export function reorient(image: RgbImage, orientation: number, applied: boolean): RgbImage {
+  assertRgbImage(image);
+  return orientPixels(image, orientation, applied);
 }
 
 /**
@@ -135,8 +167,47 @@ export async function prepareRegion(image: RgbImage, box: Box, size: number, max
   return squareToSize(image, cropRect(box, side), size, maxPixels);
 }
 
+/**
+ * The region of interest zoomed exactly as the reference zooms it for a box read as it reads it
+ * (`parseReferenceBox`): the rectangle Pillow crops from the padded square (see
+ * {@link referenceCropRect}: any size, black beyond the square), padded to a centred square of the
+ * pad colour and resized as in {@link prepareRegion}. Where Pillow's crop raises (reversed corners,
+ * NaN or infinite coordinates, a crop too large for Pillow) this is the whole padded image, as the
+ * reference's `except` leaves it; an empty crop (zero width or height) is a flat square of the pad colour.
+ *
+ * @param box the box as read, coordinates in any order and range.
+ * @param maxPixels the most pixels the crop's square may have (default {@link DEFAULT_MAX_PIXELS});
+ *   a box far outside [0, 1] makes a huge, mostly black crop, which the reference computes too:
+ *   raise this (or pass `Infinity`) to match it there.
+ * @throws TypeError / RangeError for a malformed image or box, or a size that is not a positive integer.
+ * @throws ChainOfSpotError `ERR_IMAGE` when the crop's square has more than `maxPixels` pixels.
+ */
+export async function prepareReferenceRegion(image: RgbImage, box: Box, size: number, maxPixels = DEFAULT_MAX_PIXELS): Promise<RgbImage> {
+  assertRgbImage(image);
+  assertPositiveInteger(size, 'size');
+  const { side } = paddedSquare(image.width, image.height);
+  const rect = referenceCropRect(box, side) ?? { left: 0, top: 0, right: side, bottom: side };
+  return squareToSize(image, rect, size, maxPixels);
+}
+
+/**
+ * {@link boxToPixels} for a box read as the reference reads it: the rectangle of
+ * {@link referenceCropRect} in the original image's pixels, clamped to the image; the whole image
+ * where Pillow's crop raises (and the reference zooms into the whole image). An empty crop, or one
+ * wholly in the padding or beyond the square, gives an empty rectangle.
+ *
+ * @throws TypeError when a coordinate is not a number; TypeError / RangeError when a size is not a positive integer.
+ */
+export function referenceBoxToPixels(box: Box, width: number, height: number): PixelRect {
+  const square = paddedSquare(width, height);
+  const rect = referenceCropRect(box, square.side);
+  if (rect === null) return { left: 0, top: 0, right: width, bottom: height };
+  return clampToImage(rect, width, height);
+}
+
 /** `rect` of the padded square, on its own square, resized: after checking that square's size. */
 async function squareToSize(image: RgbImage, rect: PixelRect, size: number, maxPixels: number): Promise<RgbImage> {
+  if (rect.right <= rect.left || rect.bottom <= rect.top) return flatSquare(size);
   const side = Math.max(rect.right - rect.left, rect.bottom - rect.top);
   if (side * side > maxPixels) {
     throw imageError(
@@ -183,8 +254,12 @@ export function cropRect(box: Box, side: number): PixelRect {
  * @throws as {@link cropRect}, and TypeError / RangeError when a size is not a positive integer.
  */
 export function boxToPixels(box: Box, width: number, height: number): PixelRect {
+  return clampToImage(cropRect(box, paddedSquare(width, height).side), width, height);
+}
+
+/** A rectangle of the padded square in the original image's pixels, clamped to the image. */
+function clampToImage(rect: PixelRect, width: number, height: number): PixelRect {
   const square = paddedSquare(width, height);
-  const rect = cropRect(box, square.side);
   const clampX = (x: number): number => Math.min(width, Math.max(0, x - square.left));
   const clampY = (y: number): number => Math.min(height, Math.max(0, y - square.top));
   return { left: clampX(rect.left), top: clampY(rect.top), right: clampX(rect.right), bottom: clampY(rect.bottom) };
@@ -194,12 +269,6 @@ export function boxToPixels(box: Box, width: number, height: number): PixelRect 
 export async function encodePng(image: RgbImage): Promise<Buffer> {
   assertRgbImage(image);
   return sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
-}
-
-/** Python's `round(x)` on a float: half to even. */
-function roundHalfEven(value: number): number {
-  const nearest = Math.round(value); // JavaScript rounds halves up
-  return nearest - value === 0.5 && nearest % 2 !== 0 ? nearest - 1 : nearest;
 }
 
 function atLeastOnePixel(start: number, end: number, side: number): [number, number] {

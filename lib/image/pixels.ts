@@ -13,9 +13,56 @@ import { paddedSquare, type PixelRect } from './geometry';
 export const PAD_COLOUR: readonly [number, number, number] = Object.freeze([122, 116, 104] as [number, number, number]);
 const PAD_PIXEL = Buffer.from(PAD_COLOUR);
 
-/** `rect` of the image's padded square, centred on a square canvas, resized to `size` x `size`. */
+/**
+ * `rect` of the image's padded square, centred on a square canvas, resized to `size` x `size`.
+ * An empty `rect` (zero width or height, which only the reference's crop gives) is a flat square of
+ * the pad colour: `expand2square` pads an empty crop to a square of nothing but the pad colour, and
+ * resizing a flat image keeps it flat (checked against Pillow).
+ */
 export function padCropResize(image: RgbImage, rect: PixelRect, size: number): RgbImage {
+  if (rect.right <= rect.left || rect.bottom <= rect.top) return flatSquare(size);
   return resizeSquare(squareCanvas(image, rect), size);
+}
+
+/** A `size` x `size` image of the pad colour. */
+export function flatSquare(size: number): RgbImage {
+  return { data: Buffer.allocUnsafe(size * size * 3).fill(PAD_PIXEL), width: size, height: size };
+}
+
+/**
+ * Turns pixels stored with EXIF `orientation` (1-8) upright, as sharp's `autoOrient()` does: 2
+ * mirrors, 3 turns 180 degrees, 4 flips, 5 transposes, 6 turns 90 degrees clockwise, 7 transverses,
+ * 8 turns 90 degrees anticlockwise. With `undo`, the inverse: upright pixels back as stored.
+ * Any other orientation value leaves the image as it is (a copy is not made).
+ */
+export function orientPixels(image: RgbImage, orientation: number, undo = false): RgbImage {
+  if (!Number.isInteger(orientation) || orientation < 2 || orientation > 8) return image;
+  // 6 and 8 are each other's inverse; the other orientations are their own.
+  const applied = undo && (orientation === 6 || orientation === 8) ? 14 - orientation : orientation;
+  const { width, height, data } = image;
+  const swap = applied >= 5;
+  const outWidth = swap ? height : width;
+  const outHeight = swap ? width : height;
+  const output = Buffer.allocUnsafe(data.byteLength);
+  // The stored pixel (x, y) shown at output (u, v).
+  const source: (u: number, v: number) => number = {
+    2: (u: number, v: number) => v * width + (width - 1 - u),
+    3: (u: number, v: number) => (height - 1 - v) * width + (width - 1 - u),
+    4: (u: number, v: number) => (height - 1 - v) * width + u,
+    5: (u: number, v: number) => u * width + v,
+    6: (u: number, v: number) => (height - 1 - u) * width + v,
+    7: (u: number, v: number) => (height - 1 - u) * width + (width - 1 - v),
+    8: (u: number, v: number) => u * width + (width - 1 - v),
+  }[applied]!;
+  for (let v = 0, at = 0; v < outHeight; v++) {
+    for (let u = 0; u < outWidth; u++, at += 3) {
+      const from = source(u, v) * 3;
+      output[at] = data[from]!;
+      output[at + 1] = data[from + 1]!;
+      output[at + 2] = data[from + 2]!;
+    }
+  }
+  return { data: output, width: outWidth, height: outHeight };
 }
 
 /**
