@@ -3,7 +3,7 @@
  * model's free-form answer is read back, and a grammar that makes the model write it exactly as the
  * reference was trained to. The box's geometry (the padded square it lives in) is image/geometry.ts.
  */
-import { coordinates, FULL_BOX, orderedBox, paddedSquare, type Box, type ImageSize, type PaddedSquare } from '../image/geometry';
+import { coordinates, FULL_BOX, orderedBox, paddedSquare, referenceCropRect, type Box, type ImageSize, type PaddedSquare } from '../image/geometry';
 
 export { paddedSquare, type Box } from '../image/geometry';
 
@@ -237,4 +237,92 @@ function interpret(written: Written[], square: PaddedSquare | undefined): Box | 
 
 function clamp01(value: number): number {
   return Math.min(1, Math.max(0, value));
+}
+
+// --- the reference's reader ----------------------------------------------------------------------
+
+/** Python's `str.isspace()` characters, which `str.strip()` removes. */
+const PY_SPACE = '\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000';
+const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, 'gu');
+/** What `float()` strips: Python's whitespace but the ASCII separators \x1c-\x1f (it rejects those). */
+const FLOAT_STRIP = new RegExp(`^[${PY_SPACE.replace('\x1c\x1d\x1e\x1f', '')}]+|[${PY_SPACE.replace('\x1c\x1d\x1e\x1f', '')}]+$`, 'gu');
+const DIGITS = String.raw`[0-9](?:_?[0-9])*`;
+/** Python's `float()` syntax, once Unicode digits are made ASCII: underscores only between digits. */
+const PY_FLOAT = new RegExp(String.raw`^[-+]?(?:(?:${DIGITS}(?:\.(?:${DIGITS})?)?|\.${DIGITS})(?:[eE][-+]?${DIGITS})?|inf|infinity|nan)$`, 'i');
+const UNICODE_DIGIT = /\p{Nd}/u;
+/** The reference's stop string for LLaVA-1.5's `llava_v1` conversation (`sep2`). */
+const STOP_STRING = '</s>';
+
+/**
+ * Reads turn one's answer exactly as the reference's `model_vqa_loader_CoS.py` does: the answer
+ * stripped (and a trailing `</s>` removed, then stripped again), its first and last characters cut
+ * off (`outputs[1:-1]`, whatever they are), the rest split at every `", "`, and the first four
+ * parts read with Python's `float()` as left, top, right, bottom; parts after the fourth are ignored.
+ *
+ * So `[0.1, 0.2, 0.5, 0.6]` reads, and so do `[0.1, 0.2, 0.5, 0.6, 0.7]`, `(0.1, 0.2, 0.5, 0.6)`
+ * and `[1.5, -0.2, 0.5, 0.6]`; but `[0.1,0.2,0.5,0.6]`, `[0.1, 0.2, 0.5]`, `The box is [...]` and
+ * `[0.1, 0.2, 0.5, 0.6].` do not. `float()` accepts surrounding whitespace, `1.`, `.5`, `1e-1`,
+ * `1_000`, signs, Unicode decimal digits, and `inf`/`infinity`/`nan` in any case.
+ *
+ * Unlike {@link parseBox} nothing is ordered, clamped or checked: the values are returned as
+ * written, reversed, out of [0, 1], empty, infinite or NaN. What the reference then does with them
+ * is {@link referenceCropRect}: Pillow's crop, where reversed, NaN and infinite boxes fail too.
+ *
+ * @param text what the model wrote in turn one.
+ * @returns the four values, or `null` where the reference's reading raises (fewer than four parts,
+ *   or a part `float()` rejects); the reference then zooms into the whole image.
+ * @throws TypeError when `text` is not a string.
+ */
+export function parseReferenceBox(text: string): Box | null {
+  if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`);
+  let outputs = pythonStrip(text);
+  if (outputs.endsWith(STOP_STRING)) outputs = pythonStrip(outputs.slice(0, -STOP_STRING.length));
+  const parts = Array.from(outputs).slice(1, -1).join('').split(', ');
+  if (parts.length < 4) return null;
+  const [left, top, right, bottom] = parts.slice(0, 4).map(pythonFloat);
+  if (left === null || top === null || right === null || bottom === null) return null;
+  return { left, top, right, bottom };
+}
+
+/**
+ * The region the reference zooms into for turn one's answer, in an image of `imageSize`: the box
+ * {@link parseReferenceBox} reads, with `source: 'model'`, when Pillow can crop it (see
+ * {@link referenceCropRect}; the box may then lie partly or wholly outside [0, 1], or be empty),
+ * otherwise the whole image with `source: 'fallback'`, as the reference's `except` leaves it.
+ *
+ * @throws TypeError when `text` is not a string; TypeError / RangeError for a bad `imageSize`.
+ */
+export function parseReferenceBoxOrFallback(text: string, imageSize: ImageSize): RegionBox {
+  const { side } = paddedSquareOf(imageSize);
+  const box = parseReferenceBox(text);
+  return box !== null && referenceCropRect(box, side) !== null ? { box, source: 'model' } : fallbackBox();
+}
+
+function pythonStrip(text: string): string {
+  return text.replace(PY_STRIP, '');
+}
+
+/** Python's `float(text)`, or null where it raises ValueError. */
+function pythonFloat(text: string): number | null {
+  const ascii = Array.from(text, (char) => (char > '\x7f' && UNICODE_DIGIT.test(char) ? String(unicodeDigitValue(char)) : char))
+    .join('')
+    .replace(FLOAT_STRIP, '');
+  if (!PY_FLOAT.test(ascii)) return null;
+  const lower = ascii.toLowerCase().replace(/_/g, '');
+  const unsigned = lower.replace(/^[-+]/, '');
+  const sign = lower.startsWith('-') ? -1 : 1;
+  if (unsigned === 'nan') return Number.NaN;
+  if (unsigned === 'inf' || unsigned === 'infinity') return sign * Infinity;
+  return Number(lower);
+}
+
+/**
+ * A Unicode decimal digit's value. Unicode keeps each script's digits 0-9 in one run of code points
+ * (runs may adjoin, as the mathematical digits do), so the value is the distance from the run's start mod 10.
+ */
+function unicodeDigitValue(char: string): number {
+  const code = char.codePointAt(0)!;
+  let before = 0;
+  while (UNICODE_DIGIT.test(String.fromCodePoint(code - before - 1))) before++;
+  return before % 10;
 }
