@@ -3,8 +3,8 @@
  * Seeded fuzzing of what users hand to chain-of-spot: GGUF model files and images.
  *
  *   node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json]
- *                         [--case-timeout-ms MS] [--save DIR] [--outcomes FILE]
- *                         [--replay S:I] [--verbose]
+ *                         [--bases model,mmproj,legacy,surgery] [--case-timeout-ms MS] [--save DIR]
+ *                         [--outcomes FILE] [--replay S:I] [--verbose]
  *
  * Each case is a mutation of a known-good input (the tiny LLaVA pair, the same mmproj laid out as
  * other GGUF writers lay it out, or small PNG / JPEG / GIF / WebP images), made from the seed and the
@@ -22,6 +22,9 @@
  * the load does not do it yet. Image cases run `loadImage` with a 2-megapixel limit (so that
  * mutated dimensions do not turn every case into a slow large decode), `prepareOriginal` and the
  * projector on the result.
+ *
+ * `--bases` limits GGUF cases to some of the files they mutate (default all four; see ggufBases):
+ * the choice changes which case a seed and index make, so a replay names it too.
  *
  * `--crash-at I` makes the child abort() on case I: a self-test of the crash detection.
  *
@@ -44,7 +47,7 @@ const FIXTURE_IMAGES = path.join(ROOT, 'test', 'fixtures', 'images');
 // --- arguments -----------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const args = { kind: 'gguf', seed: 1, cases: 100, start: 0, precheck: process.env.CHAIN_OF_SPOT_TEST_PRECHECK === '1', crashAt: -1, json: false, caseTimeoutMs: 30_000, save: undefined, outcomes: undefined, replay: undefined, verbose: false, child: false };
+  const args = { kind: 'gguf', seed: 1, cases: 100, start: 0, precheck: process.env.CHAIN_OF_SPOT_TEST_PRECHECK === '1', crashAt: -1, json: false, caseTimeoutMs: 30_000, save: undefined, outcomes: undefined, replay: undefined, verbose: false, child: false, bases: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -62,6 +65,7 @@ function parseArgs(argv) {
     else if (a === '--save') args.save = value();
     else if (a === '--outcomes') args.outcomes = value();
     else if (a === '--verbose') args.verbose = true;
+    else if (a === '--bases') args.bases = value().split(',');
     else if (a === '--child') args.child = true;
     else if (a === '--replay') {
       const [seed, index] = value().split(':').map(Number);
@@ -71,11 +75,13 @@ function parseArgs(argv) {
       args.cases = 1;
       args.verbose = true;
     } else if (a === '--help' || a === '-h') {
-      console.log('usage: node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json] [--case-timeout-ms MS] [--save DIR] [--outcomes FILE] [--replay S:I] [--verbose] [--crash-at I]');
+      console.log('usage: node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json] [--bases model,mmproj,legacy,surgery] [--case-timeout-ms MS] [--save DIR] [--outcomes FILE] [--replay S:I] [--verbose] [--crash-at I]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   if (args.kind !== 'gguf' && args.kind !== 'image') throw new Error('--kind must be gguf or image');
+  const known = GGUF_BASE_WEIGHTS.map(([, name]) => name);
+  if (args.bases !== undefined && (args.bases.length === 0 || args.bases.some((b) => !known.includes(b)))) throw new Error(`--bases takes some of ${known.join(',')}`);
   for (const k of ['seed', 'cases', 'start', 'caseTimeoutMs']) {
     if (!Number.isSafeInteger(args[k]) || args[k] < 0) throw new Error(`--${k} must be a whole number`);
   }
@@ -308,9 +314,9 @@ function ggufMutation(r, base) {
   }
 }
 
-function makeGgufCase(seed, index, bases) {
+function makeGgufCase(seed, index, bases, only) {
   const r = rng(seed, index, 'gguf');
-  const base = bases[r.weighted(GGUF_BASE_WEIGHTS)];
+  const base = bases[r.weighted(GGUF_BASE_WEIGHTS.filter(([, name]) => only === undefined || only.includes(name)))];
   const count = r.next() < 0.8 ? 1 : 2 + r.int(2);
   const mutations = [];
   for (let i = 0; i < count; i++) mutations.push(ggufMutation(r, base));
@@ -590,9 +596,11 @@ async function parentMain(args) {
     if (!args.json) console.log(line);
   };
   const { bases } = args.kind === 'gguf' ? await ggufBases() : { bases: await imageBases() };
-  const make = (index) => (args.kind === 'gguf' ? makeGgufCase(args.seed, index, bases) : makeImageCase(args.seed, index, bases));
+  const make = (index) => (args.kind === 'gguf' ? makeGgufCase(args.seed, index, bases, args.bases) : makeImageCase(args.seed, index, bases));
   const work = await mkdtemp(path.join(tmpdir(), 'cos-fuzz-'));
   const tally = { ok: 0, rejected: 0, crashes: 0, hangs: 0, badErrors: 0 };
+  /** Outcomes by the file a case mutated: { base: { ok, rejected, failed } }. */
+  const perBase = {};
   const failures = [];
   const outcomes = [];
   const codes = {};
@@ -648,6 +656,8 @@ async function parentMain(args) {
       const c = make(index);
       if (!child) child = await startChild();
       const result = await runOne(c);
+      const baseTally = (perBase[c.base] ??= { ok: 0, rejected: 0, failed: 0 });
+      baseTally[result.outcome === 'ok' || result.outcome === 'rejected' ? result.outcome : 'failed']++;
       if (result.outcome === 'ok') tally.ok++;
       else if (result.outcome === 'rejected') {
         tally.rejected++;
@@ -656,7 +666,7 @@ async function parentMain(args) {
         if (result.outcome === 'crash') tally.crashes++;
         else if (result.outcome === 'hang') tally.hangs++;
         else tally.badErrors++;
-        const failure = { seed: args.seed, index, replay: `node scripts/fuzz.mjs --kind ${args.kind}${args.precheck ? ' --precheck' : ''} --replay ${args.seed}:${index}`, base: c.base, what: c.what, ...result };
+        const failure = { seed: args.seed, index, replay: `node scripts/fuzz.mjs --kind ${args.kind}${args.precheck ? ' --precheck' : ''}${args.bases ? ` --bases ${args.bases.join(',')}` : ''} --replay ${args.seed}:${index}`, base: c.base, what: c.what, ...result };
         failures.push(failure);
         log(`${result.outcome.toUpperCase()} case ${args.seed}:${index} (${c.base}: ${c.what})${result.signal ? ` signal ${result.signal}` : ''}${result.exitCode ? ` exit ${result.exitCode}` : ''}\n  ${String(result.message ?? '').replace(/\n/g, '\n  ')}\n  replay: ${failure.replay}`);
         if (args.save) {
@@ -687,7 +697,7 @@ async function parentMain(args) {
   }
   if (args.outcomes) await writeFile(args.outcomes, outcomes.join('\n') + '\n');
   const summary = {
-    kind: args.kind, seed: args.seed, start: args.start, cases: args.cases, precheck: args.precheck, ...tally, codes, childProcesses: spawns,
+    kind: args.kind, seed: args.seed, start: args.start, cases: args.cases, precheck: args.precheck, ...tally, codes, bases: perBase, childProcesses: spawns,
     seconds: Number(((performance.now() - started) / 1000).toFixed(1)), failures,
   };
   if (args.json) console.log(JSON.stringify(summary));

@@ -19,6 +19,8 @@ interface FuzzSummary {
   hangs: number;
   badErrors: number;
   codes: Record<string, number>;
+  /** Outcomes by the file a case mutated. */
+  bases: Record<string, { ok: number; rejected: number; failed: number }>;
   childProcesses: number;
   seconds: number;
   failures: { index: number; outcome: string; signal?: string | null; what: string; message?: string; replay: string }[];
@@ -53,7 +55,22 @@ describe('Fuzzing (short runs of scripts/fuzz.mjs)', () => {
     // The mutations reach both roles and both outcomes.
     assert.ok(summary.codes.ERR_MODEL_LOAD! > 30 && summary.codes.ERR_PROJECTOR_LOAD! > 30, JSON.stringify(summary.codes));
     assert.ok(summary.ok > 30, `${summary.ok} cases loaded and ran`);
+    // Our writer's pair and the mmproj as other writers lay it out (test/unit/gguf-cases.ts) are all mutated.
+    for (const base of ['model', 'mmproj', 'legacy', 'surgery']) {
+      const tally = summary.bases[base];
+      assert.ok(tally && tally.ok > 5 && tally.rejected > 10, `${base}: ${JSON.stringify(tally)}`);
+    }
     console.log(`      gguf: ${summary.ok} ok, ${summary.rejected} rejected, ${summary.crashes} crashes in ${summary.seconds} s`);
+  });
+
+  it("300 mutations of the mmproj in other writers' layouts (the legacy converter's, LLaVA-1.6 surgery's): no crash", async function () {
+    this.timeout(170_000);
+    const { summary, code } = await fuzz(['--kind', 'gguf', '--seed', '2', '--cases', '300', '--bases', 'legacy,surgery'], 160_000);
+    assert.equal(summary.crashes + summary.hangs + summary.badErrors, 0, report(summary));
+    assert.equal(code, 0);
+    assert.deepEqual(Object.keys(summary.codes), ['ERR_PROJECTOR_LOAD']);
+    assert.ok(summary.ok > 20 && summary.rejected > 100, `${summary.ok} ok, ${summary.rejected} rejected`);
+    console.log(`      other layouts: ${summary.ok} ok, ${summary.rejected} rejected, ${summary.crashes} crashes in ${summary.seconds} s`);
   });
 
   it('100 mutated images: each is answered or rejected with ERR_IMAGE; no crash', async function () {
