@@ -9,7 +9,7 @@
  * - A text model: `<arch>.block_count` from 1 to 512, normalization epsilons finite and at least 0,
  *   and a vocabulary (`tokenizer.ggml.tokens`) of strings with no two alike.
  * - A projector: every `clip.*` key clip.cpp reads stored in the type it reads it as; a vision
- *   encoder; width, heads, layers, image and patch sizes positive and consistent; feature layers and
+ *   encoder and no audio one; width, heads, layers, image and patch sizes positive and consistent; feature layers and
  *   grid pinpoints in range; a projector type this module has rules for; and every tensor the graph
  *   dereferences present, with the shape the hyperparameters give ({@link ENCODER_RULES},
  *   {@link PROJECTOR_RULES}: clip.cpp loads most of them as optional and trusts what it finds).
@@ -365,6 +365,13 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   const hasVision = parsed.entries.get('clip.has_vision_encoder');
   if (hasVision?.type !== GgufType.BOOL || hasVision.value !== true) {
     throw new GgufFormatError("it has no vision encoder ('clip.has_vision_encoder' is not true), so it cannot read images: pass the mmproj file of a vision model");
+  }
+  // clip.cpp also loads an audio encoder a file says it has, by rules this module does not hold.
+  for (const key of ['clip.has_audio_encoder', 'clip.has_gen_audio_encoder']) {
+    const entry = parsed.entries.get(key);
+    if (entry?.type === GgufType.BOOL && entry.value === true) {
+      throw new GgufFormatError(`it has an audio encoder ('${key}' is true), which a LLaVA-1.5 projector has not and chain-of-spot does not check: pass the mmproj file of a LLaVA-1.5 model`);
+    }
   }
   // clip.cpp reads the vision key when the general one is absent or empty.
   const type = stringValue(parsed, 'clip.projector_type') || stringValue(parsed, 'clip.vision.projector_type') || '';

@@ -31,6 +31,7 @@ import {
   GGUF_MAGIC,
   GGUF_MAX_ARRAY_ELEMENTS,
   GGUF_MAX_STRING_LENGTH,
+  GGUF_READ_VERSIONS,
   GGUF_VALUE_SIZES,
   GgufType,
   alignUp,
@@ -300,7 +301,9 @@ export function parseGgufHeader(buf: Buffer, options: ParseOptions): ParsedGgufH
     throw new GgufFormatError(`its GGUF version reads as ${version}: a big-endian file? Convert it again for a little-endian machine`);
   }
   if (version === 1) throw new GgufFormatError('it is a GGUF version 1 file, which llama.cpp no longer reads: convert the model again');
-  if (version < 2 || version > 3) throw new GgufFormatError(`it has GGUF version ${version}; this build reads versions 2 and 3: update chain-of-spot, or convert the model again`);
+  if (!GGUF_READ_VERSIONS.includes(version)) {
+    throw new GgufFormatError(`it has GGUF version ${version}; this build reads versions ${GGUF_READ_VERSIONS.join(' and ')}: update chain-of-spot, or convert the model again`);
+  }
 
   const tensorCount = r.i64('the tensor count', 'n_tensors');
   const kvCount = r.i64('the metadata key count', 'n_kv');

@@ -90,8 +90,11 @@ export type ForeignLayout = 'legacy' | 'surgery';
 
 export const FOREIGN_LAYOUTS: readonly ForeignLayout[] = ['legacy', 'surgery'];
 
-/** Rewrites the mmproj `src` (written by lib/models/tiny-model.ts) at `dst` in another writer's layout. */
-export async function writeForeignMmproj(src: string, dst: string, layout: ForeignLayout): Promise<void> {
+/**
+ * Rewrites the mmproj `src` (written by lib/models/tiny-model.ts) at `dst` in another writer's
+ * layout, with `extra` keys at the end.
+ */
+export async function writeForeignMmproj(src: string, dst: string, layout: ForeignLayout, extra: readonly [string, GgufValue][] = []): Promise<void> {
   const [header, bytes] = await Promise.all([readGgufHeader(src), readFile(src)]);
   const kv = (key: string): GgufValue => {
     const value = header.kv.get(key);
@@ -128,6 +131,7 @@ export async function writeForeignMmproj(src: string, dst: string, layout: Forei
     );
   }
   metadata.push(['clip.vision.image_mean', kv('clip.vision.image_mean')], ['clip.vision.image_std', kv('clip.vision.image_std')], ['clip.use_gelu', gguf.bool(false)]);
+  metadata.push(...extra);
 
   const tensors: GgufTensor[] = header.tensors.map((t) => {
     const start = header.dataOffset + t.offset;

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf, type GgufRole } from '../../lib/gguf/check';
 import { PROJECTOR_RULES } from '../../lib/gguf/llava';
+import { gguf } from '../../lib/gguf/writer';
 import { ensureTinyLlava, tinyVocab, TINY_LLAVA_FAST, withProjectorWidth } from '../../lib/models/tiny-model';
 import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
 import { base, CRASHING, f32, fieldOf, FOREIGN_LAYOUTS, nameAt, patched, renameTensor, u32, u64, writeForeignMmproj, type Base, type BaseName } from './gguf-cases';
@@ -283,6 +284,12 @@ describe('checkGguf', () => {
         await rejects(await write(edit(bases.get(layout)!)), 'projector', 'ERR_PROJECTOR_LOAD', message);
       });
     }
+
+    it('an audio encoder besides the vision one, which clip.cpp would load by rules this check does not hold: ERR_PROJECTOR_LOAD', async () => {
+      const file = path.join(dir, 'with-audio.gguf');
+      await writeForeignMmproj((await tinyLlavaFast()).mmproj, file, 'legacy', [['clip.has_audio_encoder', gguf.bool(true)]]);
+      await rejects(file, 'projector', 'ERR_PROJECTOR_LOAD', /it has an audio encoder \('clip.has_audio_encoder' is true\)/);
+    });
   });
 
   describe('what llama.cpp and ggml abort on (found by experiment; each case aborted or segfaulted the process before this check)', () => {
