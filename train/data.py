@@ -1,0 +1,163 @@
+"""Reads the scene generator's files (lib/scenes via `chain-of-spot scenes`) and prepares what the
+model sees, bit for bit as the package prepares it (lib/image/image.ts): the image padded to a
+square of (122, 116, 104) and resized with Pillow's bicubic filter; a region cropped from that
+square at round-half-even(side * coordinate) (black outside the square, as PIL's crop), padded to
+a square again and resized the same way."""
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+PAD = (122, 116, 104)
+COLOURS = ["red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "white"]
+SHAPES = ["circle", "square", "triangle"]
+TAG_SIZE = 0.06
+DIGIT_HEIGHT = 0.025
+IGNORE = -100
+
+
+def expand2square(img, colour=PAD):
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    out = Image.new(img.mode, (side, side), colour)
+    out.paste(img, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def crop_rect(box, side):
+    """lib/image/image.ts cropRect: edges side*coord rounded half to even, at least one pixel."""
+    l, t, r, b = [round(side * v) for v in box]
+    if l > r:
+        l, r = r, l
+    if t > b:
+        t, b = b, t
+
+    def one(a, z):
+        if z > a:
+            return a, z
+        return (a, z + 1) if z < side else (a - 1, z)
+
+    l, r = one(l, r)
+    t, b = one(t, b)
+    return l, t, r, b
+
+
+def prepare_original(img, size):
+    return np.asarray(expand2square(img).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def prepare_region(square_img, box, size):
+    """square_img: the original already padded to a square (expand2square)."""
+    rect = crop_rect(box, square_img.size[0])
+    crop = square_img.crop(rect)
+    return np.asarray(expand2square(crop).resize((size, size), Image.BICUBIC), dtype=np.uint8), rect
+
+
+def load_questions(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_tokens(path):
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["id"]: r for r in rows}
+
+
+def overlap_patches(x0, y0, x1, y1, grid):
+    """Patches (raster index) of a grid x grid layout over [0,1]^2 that a rectangle overlaps."""
+    out = []
+    for gy in range(max(0, int(np.floor(y0 * grid))), min(grid, int(np.ceil(y1 * grid)))):
+        for gx in range(max(0, int(np.floor(x0 * grid))), min(grid, int(np.ceil(x1 * grid)))):
+            out.append(gy * grid + gx)
+    return out
+
+
+def whole_view_labels(tags, grid):
+    """Per patch: colour (0 none, 1..9), shape, and the box's l,t,r,b in hundredths (IGNORE if none)."""
+    colour = np.zeros(grid * grid, np.int64)
+    shape = np.full(grid * grid, IGNORE, np.int64)
+    coords = np.full((grid * grid, 4), IGNORE, np.int64)
+    h = TAG_SIZE / 2
+    for tag in tags:
+        cx, cy = tag["centre"]
+        for p in overlap_patches(cx - h, cy - h, cx + h, cy + h, grid):
+            colour[p] = COLOURS.index(tag["colour"]) + 1
+            shape[p] = SHAPES.index(tag["shape"])
+            coords[p] = [round(v * 100) for v in tag["box"]]
+    return colour, shape, coords
+
+
+def region_labels(tag, rect, side, grid):
+    """Per patch of the zoomed region: the tag's digit (1..10, 0 none) where its digit is."""
+    l, t, r, b = rect
+    cw, ch = r - l, b - t
+    cs = max(cw, ch)
+    ox, oy = (cs - cw) // 2, (cs - ch) // 2
+    cx, cy = tag["centre"]
+    dy = 0.2 * TAG_SIZE if tag["shape"] == "triangle" else 0.0
+    hh = DIGIT_HEIGHT / 2
+    hw = hh * 5 / 7
+
+    def to_crop(x, y):  # padded-square fraction -> crop-canvas fraction
+        return ((x * side - l + ox) / cs, (y * side - t + oy) / cs)
+
+    x0, y0 = to_crop(cx - hw, cy + dy - hh)
+    x1, y1 = to_crop(cx + hw, cy + dy + hh)
+    digit = np.zeros(grid * grid, np.int64)
+    for p in overlap_patches(x0, y0, x1, y1, grid):
+        digit[p] = tag["digit"] + 1
+    return digit
+
+
+def jitter_box(rng, box, amount):
+    l, t, r, b = box
+    cx, cy = (l + r) / 2, (t + b) / 2
+    hw, hh = (r - l) / 2, (b - t) / 2
+    s = rng.uniform(0.85, 1.25)
+    cx += rng.uniform(-amount, amount)
+    cy += rng.uniform(-amount, amount)
+    return [round(v, 3) for v in (cx - hw * s, cy - hh * s, cx + hw * s, cy + hh * s)]
+
+
+def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035)):
+    """Pixels and labels of a generated set, cached as .npz."""
+    if os.path.exists(cache_path):
+        d = np.load(cache_path, allow_pickle=True)
+        return {k: d[k] for k in d.files}
+    rng = np.random.default_rng(seed)
+    grid = size // patch
+    qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+    images = sorted({q["image"] for q in qs})
+    index = {name: i for i, name in enumerate(images)}
+    originals = np.zeros((len(images), size, size, 3), np.uint8)
+    colour = np.zeros((len(images), grid * grid), np.int64)
+    shape = np.zeros((len(images), grid * grid), np.int64)
+    coords = np.zeros((len(images), grid * grid, 4), np.int64)
+    regions = np.zeros((len(qs), crops_per_question, size, size, 3), np.uint8)
+    digits = np.zeros((len(qs), crops_per_question, grid * grid), np.int64)
+    squares = {}
+    for qi, q in enumerate(qs):
+        i = index[q["image"]]
+        if q["image"] not in squares:
+            squares.clear()
+            img = Image.open(os.path.join(scenes_dir, q["image"])).convert("RGB")
+            sq = expand2square(img)
+            squares[q["image"]] = sq
+            originals[i] = np.asarray(sq.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+            colour[i], shape[i], coords[i] = whole_view_labels(q["tags"], grid)
+        sq = squares[q["image"]]
+        for k in range(crops_per_question):
+            box = jitter_box(rng, q["box"], jitters[k % len(jitters)])
+            regions[qi, k], rect = prepare_region(sq, box, size)
+            digits[qi, k] = region_labels(q["tag"], rect, sq.size[0], grid)
+    out = dict(
+        originals=originals, colour=colour, shape=shape, coords=coords, regions=regions, digits=digits,
+        image_of=np.array([index[q["image"]] for q in qs], np.int64),
+        ids=np.array([q["id"] for q in qs]), answers=np.array([int(q["answers"][0]) for q in qs], np.int64),
+    )
+    np.savez(cache_path, **out)
+    return out

@@ -1,0 +1,313 @@
+"""Trains the Chain-of-Spot demo model (see train/README.md).
+
+Stages (each checkpointed to --work, resumable with --resume):
+  A  vision tower alone, with throw-away dense heads: per patch of the whole view the tag's colour,
+     shape and box (l, t, r, b in hundredths); per patch of a zoomed region the tag's digit.
+  B  vision frozen (its features computed once), projector + text model on both conversations:
+     Chain-of-Spot (loss on the box, </s>, the answer, </s>) and the plain baseline (loss on the
+     answer, </s>). Turn two sees crops of jittered boxes, so it reads digits from imperfect boxes.
+  C  (optional, --joint-steps) everything together, briefly.
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+from model import Config, Llava, Vision
+
+EOS = 2
+N_COLOURS = len(data.COLOURS)
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+class AuxHeads(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.colour = nn.Linear(w, N_COLOURS + 1)
+        self.shape = nn.Linear(w, 3)
+        self.coords = nn.Linear(w, 4 * 101)
+        self.digit = nn.Linear(w, 11)
+
+
+def lr_at(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))
+
+
+def save(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# --- stage A ---------------------------------------------------------------------------------------
+
+def stage_a(model, heads, ds, args, rng):
+    path = os.path.join(args.work, "stage-a.pt")
+    params = list(model.vision.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr_a, weight_decay=0.01)
+    step = 0
+    if os.path.exists(path):
+        st = torch.load(path)
+        model.vision.load_state_dict(st["vision"])
+        heads.load_state_dict(st["heads"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        rng.bit_generator.state = st["rng"]
+        log(f"stage A resumed at step {step}")
+    n_img = len(ds["originals"])
+    n_q = len(ds["regions"])
+    last_save = time.time()
+    t0 = time.time()
+    while step < args.steps_a:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps_a, args.lr_a, 30)
+        ii = rng.integers(0, n_img, args.batch_a)
+        qi = rng.integers(0, n_q, args.batch_a)
+        ki = rng.integers(0, ds["regions"].shape[1], args.batch_a)
+        whole = torch.from_numpy(ds["originals"][ii])
+        crops = torch.from_numpy(ds["regions"][qi, ki])
+        seq = model.vision(torch.cat([whole, crops]))
+        n = model.c.n_patches
+        fw, fc = seq[: len(ii), :n], seq[len(ii):, :n]
+        colour = torch.from_numpy(ds["colour"][ii])
+        loss_colour = F.cross_entropy(heads.colour(fw).flatten(0, 1), colour.flatten())
+        loss_shape = F.cross_entropy(heads.shape(fw).flatten(0, 1), torch.from_numpy(ds["shape"][ii]).flatten(), ignore_index=data.IGNORE)
+        coords = torch.from_numpy(ds["coords"][ii])  # [B, n, 4]
+        loss_coords = F.cross_entropy(heads.coords(fw).view(-1, 4, 101).flatten(0, 1), coords.flatten(), ignore_index=data.IGNORE)
+        digit = torch.from_numpy(ds["digits"][qi, ki])
+        loss_digit = F.cross_entropy(heads.digit(fc).flatten(0, 1), digit.flatten(), weight=torch.tensor([0.2] + [1.0] * 10))
+        loss = loss_colour + 0.5 * loss_shape + 2.0 * loss_coords + 2.0 * loss_digit
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            with torch.no_grad():
+                m = coords[..., 0] != data.IGNORE
+                pred = heads.coords(fw).view(-1, n, 4, 101).argmax(-1)
+                err = (pred - coords).abs()[m].float().mean().item()
+                dm = digit > 0
+                dacc = (heads.digit(fc).argmax(-1) == digit)[dm].float().mean().item()
+            log(f"A {step}/{args.steps_a} loss {loss.item():.3f} colour {loss_colour.item():.3f} coords {loss_coords.item():.3f} "
+                f"(mean |err| {err:.2f}/100) digit {loss_digit.item():.3f} (acc {dacc:.3f}) {(time.time() - t0) / 10:.2f}s/step")
+            t0 = time.time()
+        if time.time() - last_save > args.save_every or step == args.steps_a:
+            save(path, vision=model.vision.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(), step=step, rng=rng.bit_generator.state)
+            last_save = time.time()
+
+
+@torch.no_grad()
+def vision_features(model, pixels, batch=128):
+    out = []
+    for i in range(0, len(pixels), batch):
+        out.append(Vision.llava_features(model.vision(torch.from_numpy(pixels[i:i + batch]))).half())
+    return torch.cat(out)
+
+
+# --- sequences -------------------------------------------------------------------------------------
+
+def expand(ids, n):
+    out = []
+    for t in ids:
+        out.extend([t] * n if t < 0 else [t])
+    return out
+
+
+def cos_sequence(tok, n):
+    """(ids, loss mask over next-token targets) of the two-turn conversation."""
+    t1, box, t2, ans = expand(tok["t1"], n), tok["box"], expand(tok["t2"], n), tok["ans"]
+    ids = t1 + box + t2 + ans + [EOS]
+    target = [0] * (len(t1) - 1) + [1] * len(box) + [1] + [0] * (len(t2) - 1) + [1] * len(ans) + [1]
+    # target[i] says whether ids[i + 1] is trained on; t2 starts with </s> (the end of turn one)
+    assert len(target) == len(ids) - 1
+    return ids, target
+
+
+def base_sequence(tok, n):
+    b, ans = expand(tok["base"], n), tok["ans"]
+    ids = b + ans + [EOS]
+    target = [0] * (len(b) - 1) + [1] * len(ans) + [1]
+    return ids, target
+
+
+def batch_tensors(seqs):
+    L = max(len(s[0]) for s in seqs)
+    ids = torch.zeros(len(seqs), L, dtype=torch.long)
+    tgt = torch.full((len(seqs), L - 1), -100, dtype=torch.long)
+    for i, (s, m) in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mm = torch.tensor(m, dtype=torch.bool)
+        nxt = torch.tensor(s[1:])
+        tgt[i, : len(s) - 1] = torch.where(mm, nxt, torch.full_like(nxt, -100))
+    return ids, tgt
+
+
+def lm_loss(model, ids, tgt, orig_feats, roi_feats):
+    """Loss over the trained targets; the output layer runs on those positions only.
+    Returns (loss, logits [K, V], targets [K], row of each target [K])."""
+    images = {-1: model.projector(orig_feats.float())}
+    if roi_feats is not None:
+        images[-2] = model.projector(roi_feats.float())
+    emb = model.embed(ids, images)
+    select = torch.zeros(ids.shape, dtype=torch.bool)
+    select[:, :-1] = tgt != -100
+    logits = model.text(emb, select=select)
+    t = tgt[tgt != -100]
+    rows = torch.arange(ids.shape[0])[:, None].expand_as(tgt)[tgt != -100]
+    return F.cross_entropy(logits, t), logits, t, rows
+
+
+def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n):
+    nq = len(ds["ids"])
+    seqs, origs, rois = [], [], []
+    for qi in rng.integers(0, nq, n_cos):
+        tok = tokens[str(ds["ids"][qi])]
+        seqs.append(cos_sequence(tok, n))
+        origs.append(int(ds["image_of"][qi]))
+        rois.append((int(qi), int(rng.integers(0, feats_roi.shape[1]))))
+    for qi in rng.integers(0, nq, n_base):
+        tok = tokens[str(ds["ids"][qi])]
+        seqs.append(base_sequence(tok, n))
+        origs.append(int(ds["image_of"][qi]))
+    ids, tgt = batch_tensors(seqs)
+    fo = feats_orig[torch.tensor(origs)]
+    fr = torch.stack([feats_roi[q, k] for q, k in rois]) if rois else None
+    if fr is not None and n_base:
+        # rows without a region: pad the roi features (ignored by embed, which selects rows with slot -2)
+        fr = torch.cat([fr, torch.zeros(n_base, *fr.shape[1:], dtype=fr.dtype)])
+    return ids, tgt, fo, fr
+
+
+def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=False):
+    steps = steps or args.steps_b
+    path = os.path.join(args.work, f"{name}.pt")
+    n = model.c.n_patches
+    if joint:
+        params = list(model.parameters())
+        lr = args.lr_c
+    else:
+        params = list(model.projector.parameters()) + list(model.text.parameters())
+        lr = args.lr_b
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    step = 0
+    if os.path.exists(path):
+        st = torch.load(path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        rng.bit_generator.state = st["rng"]
+        log(f"{name} resumed at step {step}")
+    if not joint:
+        log("computing frozen vision features")
+        feats_orig = vision_features(model, ds["originals"])
+        r = ds["regions"]
+        feats_roi = vision_features(model, r.reshape(-1, *r.shape[2:])).view(r.shape[0], r.shape[1], n, -1)
+        log(f"features: {tuple(feats_orig.shape)} whole, {tuple(feats_roi.shape)} regions")
+    last_save = time.time()
+    t0 = time.time()
+    while step < steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, 40)
+        if joint:
+            nq = len(ds["ids"])
+            qi = rng.integers(0, nq, args.cos_batch)
+            bi = rng.integers(0, nq, args.base_batch)
+            ki = rng.integers(0, ds["regions"].shape[1], args.cos_batch)
+            seqs = [cos_sequence(tokens[str(ds["ids"][q])], n) for q in qi] + [base_sequence(tokens[str(ds["ids"][q])], n) for q in bi]
+            ids, tgt = batch_tensors(seqs)
+            img = np.concatenate([ds["image_of"][qi], ds["image_of"][bi]])
+            seq = model.vision(torch.cat([torch.from_numpy(ds["originals"][img]), torch.from_numpy(ds["regions"][qi, ki])]))
+            f = Vision.llava_features(seq)
+            fo = f[: len(img)]
+            fr = torch.cat([f[len(img):], torch.zeros(len(bi), *f.shape[1:])])
+        else:
+            ids, tgt, fo, fr = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n)
+        loss, logits, t, rows = lm_loss(model, ids, tgt, fo, fr)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            with torch.no_grad():
+                ok = logits.argmax(-1) == t
+                acc = ok.float().mean().item()
+                # the answer digit of each row: its second-to-last trained target
+                ans_ok = []
+                for i in range(ids.shape[0]):
+                    pos = (rows == i).nonzero().flatten()
+                    ans_ok.append(bool(ok[pos[-2]]))
+                cos_acc = float(np.mean(ans_ok[: args.cos_batch]))
+                base_acc = float(np.mean(ans_ok[args.cos_batch:])) if args.base_batch else float("nan")
+            log(f"{name} {step}/{steps} loss {loss.item():.4f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
+                f"{(time.time() - t0) / 10:.2f}s/step")
+            t0 = time.time()
+        if time.time() - last_save > args.save_every or step == steps:
+            save(path, model=model.state_dict(), opt=opt.state_dict(), step=step, rng=rng.bit_generator.state, config=model.c.to_dict())
+            last_save = time.time()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=".cache/train")
+    ap.add_argument("--scenes", default=".cache/scenes/train")
+    ap.add_argument("--tokens", default=".cache/train/train-tokens.jsonl")
+    ap.add_argument("--vocab-size", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--crops", type=int, default=2)
+    ap.add_argument("--steps-a", type=int, default=600)
+    ap.add_argument("--batch-a", type=int, default=32)
+    ap.add_argument("--lr-a", type=float, default=2e-3)
+    ap.add_argument("--steps-b", type=int, default=900)
+    ap.add_argument("--cos-batch", type=int, default=12)
+    ap.add_argument("--base-batch", type=int, default=4)
+    ap.add_argument("--lr-b", type=float, default=1.5e-3)
+    ap.add_argument("--joint-steps", type=int, default=0)
+    ap.add_argument("--lr-c", type=float, default=2e-4)
+    ap.add_argument("--save-every", type=float, default=180)
+    ap.add_argument("--config", default='{"t_width": 128, "t_ffn": 384}', help="JSON overrides of model.Config")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    os.makedirs(args.work, exist_ok=True)
+    cfg = Config(vocab=args.vocab_size, **json.loads(args.config))
+    with open(os.path.join(args.work, "config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    model = Llava(cfg)
+    heads = AuxHeads(cfg.v_width)
+    log(f"params: vision {sum(p.numel() for p in model.vision.parameters())}, projector {sum(p.numel() for p in model.projector.parameters())}, "
+        f"text {sum(p.numel() for p in model.text.parameters())}")
+    t = time.time()
+    ds = data.prepare_set(args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed,
+                          os.path.join(args.work, f"train-{cfg.image_size}.npz"))
+    log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
+    tokens = data.load_tokens(args.tokens)
+    stage_a(model, heads, ds, args, rng)
+    model.vision.requires_grad_(False)
+    stage_b(model, ds, tokens, args, rng)
+    if args.joint_steps:
+        model.vision.requires_grad_(True)
+        stage_b(model, ds, tokens, args, rng, name="stage-c", steps=args.joint_steps, joint=True)
+    final = "stage-c" if args.joint_steps else "stage-b"
+    st = torch.load(os.path.join(args.work, f"{final}.pt"))
+    torch.save({"model": st["model"], "config": cfg.to_dict()}, os.path.join(args.work, "final.pt"))
+    log("done: " + os.path.join(args.work, "final.pt"))
+
+
+if __name__ == "__main__":
+    main()
