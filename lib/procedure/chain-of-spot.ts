@@ -11,10 +11,21 @@
 import { createHash } from 'node:crypto';
 
 import { backend } from '../native/loader';
-import { BOX_GRAMMAR, parseBoxOrFallback, type Box, type RegionBox } from './box';
+import { BOX_GRAMMAR, parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
 import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from '../common/errors';
 import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
-import { boxToPixels, DEFAULT_MAX_PIXELS, encodePng, loadImage, prepareOriginal, prepareRegion, type ImageInput } from '../image/image';
+import {
+  boxToPixels,
+  DEFAULT_MAX_PIXELS,
+  encodePng,
+  loadImageWithOrientation,
+  prepareOriginal,
+  prepareReferenceRegion,
+  prepareRegion,
+  referenceBoxToPixels,
+  reorient,
+  type ImageInput,
+} from '../image/image';
 import type { PixelRect } from '../image/geometry';
 import type { RgbImage } from '../common/rgb-image';
 import { Model, type ModelLoadOptions } from '../llama/model';
@@ -56,6 +67,12 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
   signal?: AbortSignal;
   /** The most pixels an input image, and the square it is padded to, may have (default 50 million). */
   maxPixels?: number;
+  /**
+   * Reference mode by default for every {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline} and
+   * {@link ChainOfSpot.open} of this instance (default false); each can override it. See
+   * {@link AskOptions.reference}.
+   */
+  reference?: boolean;
 }
 
 /** Options of {@link ChainOfSpot.ask}. */
@@ -65,10 +82,28 @@ export interface AskOptions extends ChainOfSpotPromptOptions {
   /** Most tokens of the region answer (turn one; default 128, as the reference). */
   roiMaxTokens?: number;
   /**
-   * Constrain turn one to the reference's box format with a grammar (default true), so any model
-   * yields a box; characters the format fixes cost no decode step. False lets the model write freely.
+   * Constrain turn one to the reference's box format with a grammar (default true, but false in
+   * reference mode), so any model yields a box; characters the format fixes cost no decode step.
+   * False lets the model write freely.
    */
   grammar?: boolean;
+  /**
+   * Reference mode (default: the instance's `reference` load option, itself false): do what the
+   * authors' code (`model_vqa_loader_CoS.py`, with Pillow 9/10) does where this package
+   * deliberately differs, to reproduce their numbers:
+   * - the EXIF orientation is not applied (PIL's `Image.open` ignores it);
+   * - turn one is generated without the grammar (unless `grammar: true` is passed as well);
+   * - the box is read as the reference reads it: the answer's first and last characters cut off,
+   *   the rest split at `", "`, the first four parts read with Python's `float()`; anything else
+   *   (fewer parts, a part that is no number) zooms into the whole image;
+   * - it is cropped as Pillow crops it: coordinates beyond [0, 1] crop black outside the padded
+   *   square (the crop's square must still fit `maxPixels`), reversed corners (and NaN or infinite
+   *   ones) zoom into the whole image, and a box of zero width or height is a flat image of the pad colour.
+   *
+   * `roi.box` is then the box as read, which may lie outside [0, 1] or be empty. An image passed
+   * to {@link ChainOfSpot.open} in the other mode is turned to this mode's orientation.
+   */
+  reference?: boolean;
   /** Include the zoomed region, as PNG bytes, in the result (default false). */
   includeRoiImage?: boolean;
   /** Receives each turn's text as it is generated. */
@@ -106,7 +141,10 @@ export interface TurnTimings {
 
 /** The region turn two zoomed into. */
 export interface RegionOfInterest {
-  /** `[left, top, right, bottom]` as fractions of the image padded to a square (the model's frame). */
+  /**
+   * `[left, top, right, bottom]` as fractions of the image padded to a square (the model's frame).
+   * In reference mode, as read: possibly beyond [0, 1], or of zero width or height.
+   */
   box: Box;
   /** The same region in the original image's pixels, clamped to it (right and bottom exclusive). */
   pixels: PixelRect;
@@ -141,21 +179,30 @@ export interface BaselineResult {
 
 /** An image loaded and prepared once, for several questions. */
 export interface OpenedImage {
-  /** The original image's size in pixels. */
+  /** The original image's size in pixels (as opened: upright, or as stored in reference mode). */
   readonly width: number;
   readonly height: number;
 }
 
-interface PreparedImage extends OpenedImage {
-  /** What {@link ChainOfSpot.open} hands out for it. */
-  readonly handle: OpenedImage;
+/** An image as one mode sees it: upright or as stored. */
+interface ImageView {
   readonly original: RgbImage;
   readonly model: RgbImage;
   readonly key: string;
 }
 
+interface PreparedImage {
+  /** What {@link ChainOfSpot.open} hands out for it. */
+  readonly handle: OpenedImage;
+  /** The input's EXIF orientation (1 when none). */
+  readonly orientation: number;
+  /** The image in the mode it was loaded in, and in the other when asked for: by `reference`. */
+  readonly views: Map<boolean, ImageView>;
+}
+
 /** Validated options of one question. */
 interface AskConfig {
+  reference: boolean;
   maxTokens: number;
   roiMaxTokens: number;
   grammar: boolean;
@@ -180,11 +227,13 @@ export class ChainOfSpot {
   readonly #queue: OperationQueue;
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #maxPixels: number | undefined;
+  readonly #reference: boolean;
   /** The image prefix in the cache: whose it is and where it ends. */
   #prefix: { key: string; position: number } | undefined;
 
-  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined) {
+  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined, reference: boolean) {
     this.#model = model;
+    this.#reference = reference;
     this.#projector = projector;
     this.#session = session;
     this.#defaults = defaults;
@@ -199,6 +248,7 @@ export class ChainOfSpot {
     const mmprojPath = requiredString(options.mmproj, 'mmproj');
     const threads = options.threads === undefined ? undefined : integerOption(options.threads, 'threads', 1, 1024, 1);
     const signal = signalOption(options.signal);
+    const reference = booleanOption(options.reference, 'reference', false);
     const stack = callerStack();
     try {
       const model = await Model.load(modelPath, { gpuLayers: options.gpuLayers, mmap: options.mmap, onProgress: options.onProgress, signal });
@@ -208,7 +258,7 @@ export class ChainOfSpot {
         const needed = 2 * tokensPerImage + 2 * 128 + PROMPT_ROOM;
         const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, Math.ceil(needed / 256) * 256);
         const session = await model.createSession({ contextSize, threads });
-        return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels);
+        return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels, reference);
       } catch (error) {
         await model.dispose();
         throw error;
@@ -241,12 +291,17 @@ export class ChainOfSpot {
   /**
    * Loads and prepares an image once, for several questions: each {@link ask} with the result
    * skips decoding and resizing it, and reuses its prefix in the cache when it is still there.
+   *
+   * `reference` (default: the instance's) opens it as reference mode sees it, without its EXIF
+   * orientation, and `width`/`height` are then as stored. A question in the other mode still
+   * works: the image is turned (or turned back) for it, once.
    */
-  async open(image: ImageInput): Promise<OpenedImage> {
+  async open(image: ImageInput, options?: Pick<AskOptions, 'reference'>): Promise<OpenedImage> {
     this.#queue.assertAlive();
+    const reference = booleanOption(optionsObject(options).reference, 'reference', this.#reference);
     const stack = callerStack();
     try {
-      return (await this.#prepare(image)).handle;
+      return (await this.#prepare(image, reference)).handle;
     } catch (error) {
       return rethrowWithCallerStack(error, stack, 'ERR_IMAGE');
     }
@@ -263,13 +318,14 @@ export class ChainOfSpot {
 
   /**
    * The plain LLaVA-1.5 answer in one turn (`USER: <image>\n{question} ASSISTANT:`), what
-   * Chain-of-Spot is compared against. Shares the image prefix with {@link ask}.
+   * Chain-of-Spot is compared against. Shares the image prefix with {@link ask}. In reference mode
+   * the image is read without its EXIF orientation, as LLaVA's `model_vqa_loader.py` reads it.
    */
-  baseline(image: ImageInput | OpenedImage, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText'>): Promise<BaselineResult> {
+  baseline(image: ImageInput | OpenedImage, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText' | 'reference'>): Promise<BaselineResult> {
     const config = this.#askConfig(question, options);
     return this.#queue.run(async () => {
       const start = performance.now();
-      const { prepared, preprocessMs } = await this.#prepareTimed(image);
+      const { prepared, preprocessMs } = await this.#prepareTimed(image, config.reference);
       const prompt = baselinePrompt(question);
       const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, prompt, config.signal);
       const turn = await this.#generateTurn(prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
@@ -294,10 +350,12 @@ export class ChainOfSpot {
     const opts = optionsObject(options);
     const onText = functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText');
     const prompts = { ...this.#defaults, ...promptDefaults(opts) };
+    const reference = booleanOption(opts.reference, 'reference', this.#reference);
     return {
+      reference,
       maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
       roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
-      grammar: booleanOption(opts.grammar, 'grammar', true),
+      grammar: booleanOption(opts.grammar, 'grammar', !reference),
       includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
       turnOnePrompt: roiPrompt(question, prompts),
       turnTwoPrompt: answerContinuation(question, prompts),
@@ -309,7 +367,7 @@ export class ChainOfSpot {
 
   async #ask(image: ImageInput | OpenedImage, config: AskConfig): Promise<AskResult> {
     const start = performance.now();
-    const { prepared, preprocessMs: loadMs } = await this.#prepareTimed(image);
+    const { prepared, preprocessMs: loadMs } = await this.#prepareTimed(image, config.reference);
     const size = this.#projector.info.imageSize;
 
     // Turn one: the region of interest.
@@ -321,18 +379,21 @@ export class ChainOfSpot {
       signal: config.signal,
       onText: config.onText1,
     });
-    const region = parseBoxOrFallback(turnOne.text, prepared);
+    const { original } = prepared;
+    const region = config.reference ? parseReferenceBoxOrFallback(turnOne.text, original) : parseBoxOrFallback(turnOne.text, original);
 
     // Turn two: the zoomed region, in the same conversation.
     const cropStart = performance.now();
-    const roiImage = await prepareRegion(prepared.original, region.box, size, this.#maxPixels);
+    const roiImage = config.reference
+      ? await prepareReferenceRegion(original, region.box, size, this.#maxPixels)
+      : await prepareRegion(original, region.box, size, this.#maxPixels);
     const cropMs = performance.now() - cropStart;
     const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
     const turnTwo = await this.#generateTurn(turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
 
     const result: AskResult = {
       answer: turnTwo.text.trim(),
-      roi: { box: region.box, pixels: boxToPixels(region.box, prepared.width, prepared.height), source: region.source },
+      roi: { box: region.box, pixels: (config.reference ? referenceBoxToPixels : boxToPixels)(region.box, original.width, original.height), source: region.source },
       turns: [turnOne, turnTwo],
       prefixReused,
       timings: { preprocessMs: loadMs + cropMs, totalMs: 0 },
@@ -342,23 +403,35 @@ export class ChainOfSpot {
     return result;
   }
 
-  async #prepare(image: ImageInput | OpenedImage): Promise<PreparedImage> {
-    const opened = preparedImages.get(image as OpenedImage);
-    if (opened) return opened;
+  /** The image in the given mode: loaded, or opened before (and turned when opened in the other mode). */
+  async #prepare(image: ImageInput | OpenedImage, reference: boolean): Promise<ImageView & { handle: OpenedImage }> {
     const maxPixels = this.#maxPixels ?? DEFAULT_MAX_PIXELS;
-    const original = await loadImage(image as ImageInput, { maxPixels });
-    const modelImage = await prepareOriginal(original, this.#projector.info.imageSize, maxPixels);
-    const key = createHash('sha256').update(modelImage.data).digest('hex');
-    const handle: OpenedImage = Object.freeze({ width: original.width, height: original.height });
-    const prepared: PreparedImage = { width: original.width, height: original.height, handle, original, model: modelImage, key };
-    preparedImages.set(handle, prepared);
-    return prepared;
+    let prepared = preparedImages.get(image as OpenedImage);
+    if (!prepared) {
+      const { image: original, orientation } = await loadImageWithOrientation(image as ImageInput, { maxPixels, applyOrientation: !reference });
+      const handle: OpenedImage = Object.freeze({ width: original.width, height: original.height });
+      prepared = { handle, orientation, views: new Map([[reference, await this.#view(original, maxPixels)]]) };
+      preparedImages.set(handle, prepared);
+    }
+    let view = prepared.views.get(reference);
+    if (!view) {
+      const [loadedAs, loaded] = prepared.views.entries().next().value as [boolean, ImageView];
+      view = prepared.orientation === 1 ? loaded : await this.#view(reorient(loaded.original, prepared.orientation, !loadedAs), maxPixels);
+      prepared.views.set(reference, view);
+    }
+    return { ...view, handle: prepared.handle };
   }
 
-  async #prepareTimed(image: ImageInput | OpenedImage): Promise<{ prepared: PreparedImage; preprocessMs: number }> {
+  /** An image as the model sees it: padded, resized, and hashed to name its prefix in the cache. */
+  async #view(original: RgbImage, maxPixels: number): Promise<ImageView> {
+    const model = await prepareOriginal(original, this.#projector.info.imageSize, maxPixels);
+    return { original, model, key: createHash('sha256').update(model.data).digest('hex') };
+  }
+
+  async #prepareTimed(image: ImageInput | OpenedImage, reference: boolean): Promise<{ prepared: ImageView & { handle: OpenedImage }; preprocessMs: number }> {
     const start = performance.now();
     try {
-      const prepared = await this.#prepare(image);
+      const prepared = await this.#prepare(image, reference);
       return { prepared, preprocessMs: performance.now() - start };
     } catch (error) {
       if (error instanceof TypeError || error instanceof RangeError || error instanceof ChainOfSpotError) throw error;
@@ -370,7 +443,7 @@ export class ChainOfSpot {
    * Evaluates a conversation-opening prompt, reusing the cached image prefix (its parts up to and
    * including the original image) when it belongs to this image; otherwise starts the cache anew.
    */
-  async #evaluateFromPrefix(prepared: PreparedImage, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
+  async #evaluateFromPrefix(prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
     const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
     const prefixParts = prompt.slice(0, prefixLength);
     const key = `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
