@@ -40,6 +40,9 @@ eval options:
       --limit N          only the first N questions
       --out PRED.jsonl   write one prediction per line, as each is answered
       --resume           keep the predictions already in --out and answer only the rest
+      --reference        reproduce the authors' code where this package deliberately differs:
+                         EXIF orientation not applied, the box read and cropped as their script
+                         and Pillow do, no grammar (see "Reference mode" in the README)
 
 demo options:
       --out DIR          where to write chain-of-spot-demo.png and chain-of-spot-demo-roi.png
@@ -87,6 +90,7 @@ const EVAL_OPTIONS = {
   limit: { type: 'string' },
   out: { type: 'string' },
   resume: { type: 'boolean' },
+  reference: { type: 'boolean' },
 } as const;
 
 const DEMO_OPTIONS = {
@@ -109,7 +113,7 @@ export type Command =
   | { command: 'help' }
   | { command: 'version' }
   | { command: 'ask'; image: string; question: string; model: ModelArgs; json: boolean; stream: boolean; annotate?: string; saveRoi?: string }
-  | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean }
+  | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean; reference?: true }
   | { command: 'demo'; out: string };
 
 /**
@@ -157,6 +161,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
       const parsed: Command = { command: 'eval', data: positionals[0]!, model: modelArgs(values, command), baseline: values.baseline === true, resume: values.resume === true };
       if (values.limit !== undefined) parsed.limit = integerArg(values.limit, '--limit', 1);
       if (typeof values.out === 'string') parsed.out = values.out;
+      if (values.reference === true) parsed.reference = true;
       return parsed;
     }
     case 'demo': {

@@ -13,7 +13,7 @@ export async function evaluate(command: Extract<Command, { command: 'eval' }>, s
   const mode = command.baseline ? 'baseline' : 'chain-of-spot';
   const plan = await planEval({ items, mode, limit: command.limit, out: command.out, resume: command.resume });
   const already = plan.total - plan.todo.length;
-  process.stderr.write(`${plan.total} questions from ${command.data}${already > 0 ? `, ${already} already in ${command.out}` : ''}, ${plan.todo.length} to answer (${mode})\n`);
+  process.stderr.write(`${plan.total} questions from ${command.data}${already > 0 ? `, ${already} already in ${command.out}` : ''}, ${plan.todo.length} to answer (${mode}${command.reference ? ', reference mode' : ''})\n`);
 
   let summary: EvalSummary;
   let interrupted = false;
@@ -23,12 +23,13 @@ export async function evaluate(command: Extract<Command, { command: 'eval' }>, s
     const cos = await loadModel(command.model, signal);
     try {
       const answer: Answerer = async (item, itemSignal) => {
-        const options = { maxTokens: command.model.maxTokens, signal: itemSignal };
+        const options = { maxTokens: command.model.maxTokens, signal: itemSignal, reference: command.reference === true };
         if (command.baseline) {
           const result = await cos.baseline(item.image, item.question, options);
           return { answer: result.answer, region: null, timings: result.timings };
         }
-        const result = await cos.ask(item.image, item.question, { ...options, grammar: command.model.grammar });
+        // Reference mode has no grammar: --no-grammar is then implied.
+        const result = await cos.ask(item.image, item.question, { ...options, grammar: command.model.grammar && command.reference !== true });
         return { answer: result.answer, region: result.roi, timings: result.timings };
       };
       const progress = new Progress({ label: 'eval', total: plan.todo.length });
