@@ -19,6 +19,7 @@ import {
   referenceBoxToPixels,
   reorient,
 } from '../../lib/image/image';
+import { parseCommandLine, USAGE } from '../../lib/cli/args';
 import { parseBox, parseBoxOrFallback, parseReferenceBox, parseReferenceBoxOrFallback } from '../../lib/procedure/box';
 import { FIXTURE_IMAGES } from '../support/paths';
 
@@ -290,6 +291,16 @@ describe('reference mode', () => {
       const bytes = await sharp(stored.data, { raw: { width: 5, height: 3, channels: 3 } }).png().toBuffer();
       assert.deepEqual(await loadImageWithOrientation(bytes, { applyOrientation: false }), { image: await loadImage(bytes), orientation: 1 });
       await assert.rejects(loadImage(bytes, { applyOrientation: 'no' as unknown as boolean }), TypeError);
+    });
+  });
+
+  describe('the command line', () => {
+    it('eval --reference, with or without --baseline; absent, the command is as before', () => {
+      const model = ['-m', 'm', '--mmproj', 'p'];
+      assert.equal((parseCommandLine(['eval', 'd.jsonl', ...model, '--reference']) as { reference?: boolean }).reference, true);
+      assert.equal((parseCommandLine(['eval', 'd.jsonl', ...model, '--reference', '--baseline']) as { reference?: boolean }).reference, true);
+      assert.ok(!('reference' in parseCommandLine(['eval', 'd.jsonl', ...model])));
+      assert.match(USAGE, /--reference {8}reproduce the authors' code/);
     });
   });
 });
