@@ -36,12 +36,12 @@ if (COS_CUDA)
   find_package(CUDAToolkit)
   if (NOT CUDAToolkit_FOUND)
     message(FATAL_ERROR "COS_CUDA: no CUDA toolkit found. Install the CUDA toolkit (nvcc, cudart, cuBLAS) "
-                        "from NVIDIA and put nvcc on PATH, or build without --cuda for the CPU backend.")
+                        "from NVIDIA and put nvcc on PATH, or build without CHAIN_OF_SPOT_CUDA / COS_CUDA for the CPU backend.")
   endif()
   if (NOT TARGET CUDA::cublas)
     message(FATAL_ERROR "COS_CUDA: the CUDA toolkit at ${CUDAToolkit_BIN_DIR} (CUDA ${CUDAToolkit_VERSION}) "
                         "has no cuBLAS, which ggml's CUDA backend links. Install cuBLAS (NVIDIA's libcublas-dev / "
-                        "cuda-libraries-dev package for your CUDA version), or build without --cuda for the CPU backend.")
+                        "cuda-libraries-dev package for your CUDA version), or build without CHAIN_OF_SPOT_CUDA / COS_CUDA for the CPU backend.")
   endif()
   set(GGML_CUDA ON CACHE BOOL "" FORCE)
 endif()

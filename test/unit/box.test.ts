@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import {
-  BOX_GRAMMAR,
   BOX_PATTERN,
   fallbackBox,
   formatBox,
@@ -79,14 +78,6 @@ describe('box', () => {
       ]) {
         assert.doesNotMatch(text, BOX_PATTERN, text);
       }
-    });
-
-    it('the grammar is the pattern written in GBNF', () => {
-      const rules = BOX_GRAMMAR.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('#'));
-      assert.deepEqual(rules, [
-        'root ::= " "? "[" num ", " num ", " num ", " num "]"',
-        'num ::= "0.0" | "1.0" | "0." [0-9]{0,2} [1-9]',
-      ]);
     });
   });
 
@@ -177,12 +168,13 @@ describe('box', () => {
       assert.throws(() => parseBox('[0.1, 0.2, 0.5, 0.6]', null as unknown as ImageSize), TypeError);
     });
 
-    it('stays linear on long adversarial input', () => {
-      const started = Date.now();
-      for (const text of ['x' + ' '.repeat(50_000), '[' .repeat(50_000), '1,'.repeat(50_000), '9'.repeat(50_000), 'x1='.repeat(20_000) + '0.5']) {
+    it('stays linear on long adversarial input', function () {
+      // Half a million characters: linear work is milliseconds, a backtracking pattern would run
+      // for hours and hit this test's timeout.
+      this.timeout(30_000);
+      for (const text of ['x' + ' '.repeat(500_000), '['.repeat(500_000), '1,'.repeat(500_000), '9'.repeat(500_000), 'x1='.repeat(200_000) + '0.5']) {
         assert.equal(parseBox(text), null);
       }
-      assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
     });
 
     it('fuzz: 10,000 seeded strings never throw and give only boxes in order within [0, 1]', () => {

@@ -455,14 +455,12 @@ describe('image preparation off the main thread', () => {
 describe('image preparation limits', () => {
   it('an extreme aspect ratio is rejected with ERR_IMAGE before its padded square is built', async () => {
     const tall = { data: Buffer.alloc(1 * 24_000 * 3, 50), width: 1, height: 24_000 };
-    const started = performance.now();
     await assert.rejects(prepareOriginal(tall, 336), (error: unknown) => {
       assert.ok(error instanceof ChainOfSpotError);
       assert.equal(error.code, 'ERR_IMAGE');
       assert.match(error.message, /24000x24000/);
       return true;
     });
-    assert.ok(performance.now() - started < 1000);
     await assert.rejects(prepareRegion(tall, { left: 0, top: 0, right: 1, bottom: 1 }, 336, 1000), ChainOfSpotError);
     const small = await prepareOriginal({ data: Buffer.alloc(1 * 200 * 3, 50), width: 1, height: 200 }, 336, 200 * 200);
     assert.equal(small.width, 336);
