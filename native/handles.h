@@ -3,6 +3,7 @@
 // under that worker's feet: the last owner frees.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,6 +24,9 @@ struct ModelHandle {
   const llama_vocab * const vocab;
   // Ordinary tokens that spell one character: where a grammar's choices usually show first.
   std::vector<llama_token> single_char_tokens;
+  // A token that spells each byte (an ordinary one where there is one, else a byte token), or
+  // LLAMA_TOKEN_NULL: to spell any text exactly, one token a byte.
+  std::array<llama_token, 256> byte_tokens;
 };
 
 struct ProjectorHandle {

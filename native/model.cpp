@@ -12,24 +12,6 @@ namespace cospot {
 
 namespace {
 
-// Progress reaches JS through a thread-safe function; loading is cancelled by the abort flag.
-struct LoadProgress {
-  Napi::ThreadSafeFunction on_progress;
-  bool has_callback = false;
-  std::shared_ptr<std::atomic<bool>> abort;
-};
-
-bool OnLoadProgress(float progress, void * user_data) {
-  auto * state = static_cast<LoadProgress *>(user_data);
-  if (state->has_callback) {
-    state->on_progress.NonBlockingCall(new float(progress), [](Napi::Env env, Napi::Function fn, float * value) {
-      fn.Call({Napi::Number::New(env, *value)});
-      delete value;
-    });
-  }
-  return !state->abort->load();
-}
-
 std::string MetaString(const llama_model * model, const char * key) {
   std::vector<char> buffer(256);
   int32_t length = llama_model_meta_val_str(model, key, buffer.data(), buffer.size());
@@ -44,30 +26,27 @@ std::string MetaString(const llama_model * model, const char * key) {
 }  // namespace
 
 ModelHandle::ModelHandle(llama_model * loaded) : model(loaded), vocab(llama_model_get_vocab(loaded)) {
+  byte_tokens.fill(LLAMA_TOKEN_NULL);
   char piece[8];
   for (llama_token id = 0; id < llama_vocab_n_tokens(vocab); id++) {
-    if (llama_vocab_get_attr(vocab, id) & (LLAMA_TOKEN_ATTR_BYTE | LLAMA_TOKEN_ATTR_CONTROL)) continue;
-    if (llama_token_to_piece(vocab, id, piece, sizeof(piece), 0, false) == 1) single_char_tokens.push_back(id);
+    const llama_token_attr attr = llama_vocab_get_attr(vocab, id);
+    if (attr & LLAMA_TOKEN_ATTR_CONTROL) continue;
+    if (llama_token_to_piece(vocab, id, piece, sizeof(piece), 0, false) != 1) continue;
+    const bool byte_token = attr & LLAMA_TOKEN_ATTR_BYTE;
+    if (!byte_token) single_char_tokens.push_back(id);
+    llama_token & spelling = byte_tokens[static_cast<unsigned char>(piece[0])];
+    if (spelling == LLAMA_TOKEN_NULL || !byte_token) spelling = id;
   }
 }
 
-class ModelLoadWorker : public PromiseWorker {
+// Progress reaches JS through the worker's stream; loading is cancelled by the abort flag.
+class ModelLoadWorker : public Model::CreateWorker {
  public:
   ModelLoadWorker(Napi::Env env, Model * owner, std::string path, llama_model_params params, Napi::Value on_progress)
-      : PromiseWorker(env, "chain-of-spot:model.load"), owner_(owner), path_(std::move(path)), params_(params) {
-    owner_ref_ = Napi::Persistent(owner->Value());
-    progress_.abort = owner->abort_;
-    if (on_progress.IsFunction()) {
-      progress_.on_progress =
-          Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "chain-of-spot:progress", 0, 1);
-      progress_.has_callback = true;
-    }
-    params_.progress_callback = OnLoadProgress;
-    params_.progress_callback_user_data = &progress_;
-  }
-
-  ~ModelLoadWorker() override {
-    if (progress_.has_callback) progress_.on_progress.Release();
+      : CreateWorker(env, "chain-of-spot:model.load", owner), path_(std::move(path)), params_(params), abort_(owner->abort_) {
+    SetStream(env, on_progress, "chain-of-spot:progress");
+    params_.progress_callback = OnProgress;
+    params_.progress_callback_user_data = this;
   }
 
  protected:
@@ -82,65 +61,35 @@ class ModelLoadWorker : public PromiseWorker {
     LogCapture capture;
     llama_model * model = llama_model_load_from_file(path_.c_str(), params_);
     if (model == nullptr) {
-      if (progress_.abort->load()) throw Failure{code::kAborted, "model loading was aborted"};
+      if (abort_->load()) throw Failure{code::kAborted, "model loading was aborted"};
       throw Failure{code::kModelLoad, capture.Explain("llama.cpp could not load the model " + path_)};
     }
-    handle_ = std::make_shared<ModelHandle>(model);
+    created_ = std::make_shared<ModelHandle>(model);
   }
 
-  Napi::Value Result(Napi::Env env) override {
-    owner_->loading_ = false;
-    if (owner_->disposed_) {
-      handle_.reset();  // disposed while loading: free at once
-      ThrowCoded(env, code::kDisposed, "the model was disposed while it was loading");
-    }
-    owner_->handle_ = std::move(handle_);
-    return env.Undefined();
-  }
+  void OnCallbackError() override { abort_->store(true); }
 
  private:
-  void OnWorkComplete(Napi::Env env, napi_status status) override {
-    owner_->loading_ = false;
-    PromiseWorker::OnWorkComplete(env, status);
+  static bool OnProgress(float progress, void * user_data) {
+    auto * worker = static_cast<ModelLoadWorker *>(user_data);
+    worker->Stream([progress](Napi::Env env, Napi::Function fn) { fn.Call({Napi::Number::New(env, progress)}); });
+    return !worker->abort_->load();
   }
 
-  Model * owner_;
-  Napi::ObjectReference owner_ref_;  // keeps the JS object (and so owner_) alive while loading
   std::string path_;
   llama_model_params params_;
-  LoadProgress progress_;
-  std::shared_ptr<ModelHandle> handle_;
+  std::shared_ptr<std::atomic<bool>> abort_;
 };
 
 Napi::Function Model::Define(Napi::Env env) {
-  return DefineClass(env, "Model",
-                     {
-                         InstanceMethod<&Model::Load>("load"),
-                         InstanceMethod<&Model::AbortLoad>("abortLoad"),
-                         InstanceMethod<&Model::Info>("info"),
-                         InstanceMethod<&Model::Tokenize>("tokenize"),
-                         InstanceMethod<&Model::Detokenize>("detokenize"),
-                         InstanceMethod<&Model::Dispose>("dispose"),
-                     });
-}
-
-Model::Model(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Model>(info) {}
-
-Model * Model::FromValue(Napi::Env env, Napi::Value value) {
-  return UnwrapInstance<Model>(env, value, GetAddonData(env).model_constructor, "Model");
-}
-
-std::shared_ptr<ModelHandle> Model::Handle(Napi::Env env) const {
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the model has been disposed");
-  if (!handle_) ThrowCoded(env, code::kModelLoad, "the model is not loaded yet");
-  return handle_;
+  return DefineWith(env, {{"load", &Model::Load}, {"abortLoad", &Model::AbortLoad}, {"info", &Model::Info},
+                          {"tokenize", &Model::Tokenize}, {"detokenize", &Model::Detokenize}});
 }
 
 // load(path, { gpuLayers, mmap, repack }, onProgress?) -> Promise<void>
 Napi::Value Model::Load(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the model has been disposed");
-  if (loading_ || handle_) throw Napi::Error::New(env, "load() may be called once per native Model");
+  ThrowIfDisposed(env);
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   Napi::Object options = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
 
@@ -149,8 +98,8 @@ Napi::Value Model::Load(const Napi::CallbackInfo & info) {
   params.load_mode = OptionOr<bool>(options, "mmap", true) ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
   params.use_extra_bufts = OptionOr<bool>(options, "repack", true);
 
+  BeginCreate(env);
   abort_->store(false);
-  loading_ = true;
   auto * worker = new ModelLoadWorker(env, this, info[0].As<Napi::String>().Utf8Value(), params, info[2]);
   return worker->Start();
 }
@@ -230,13 +179,6 @@ Napi::Value Model::Detokenize(const Napi::CallbackInfo & info) {
   if (n < 0) ThrowCoded(env, code::kNative, "detokenization failed");
   text.resize(n);
   return Napi::String::New(env, text);
-}
-
-Napi::Value Model::Dispose(const Napi::CallbackInfo & info) {
-  disposed_ = true;
-  abort_->store(true);  // a load in flight stops at its next progress report
-  handle_.reset();  // sessions and projectors keep their own reference until they go
-  return info.Env().Undefined();
 }
 
 }  // namespace cospot

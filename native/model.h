@@ -1,4 +1,4 @@
-// Model: a llama.cpp text model (GGUF). JS: lib/model.ts wraps it.
+// Model: a llama.cpp text model (GGUF). JS: lib/llama/model.ts wraps it.
 #pragma once
 
 #include <napi.h>
@@ -7,17 +7,17 @@
 #include <memory>
 
 #include "handles.h"
+#include "native_object.h"
 
 namespace cospot {
 
-class Model : public Napi::ObjectWrap<Model> {
+class Model : public NativeObject<Model, ModelHandle> {
  public:
-  static Napi::Function Define(Napi::Env env);
-  explicit Model(const Napi::CallbackInfo & info);
+  static constexpr ObjectTraits kTraits = {"Model", "model", "load", "loaded", code::kModelLoad, &AddonData::model_constructor};
 
-  // The loaded model; throws ERR_DISPOSED (or "not loaded") on the JS thread otherwise.
-  std::shared_ptr<ModelHandle> Handle(Napi::Env env) const;
-  static Model * FromValue(Napi::Env env, Napi::Value value);
+  static Napi::Function Define(Napi::Env env);
+  explicit Model(const Napi::CallbackInfo & info) : Base(info) {}
+  void OnDispose() { abort_->store(true); }  // a load in flight stops at its next progress report
 
  private:
   friend class ModelLoadWorker;
@@ -26,12 +26,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Info(const Napi::CallbackInfo & info);
   Napi::Value Tokenize(const Napi::CallbackInfo & info);
   Napi::Value Detokenize(const Napi::CallbackInfo & info);
-  Napi::Value Dispose(const Napi::CallbackInfo & info);
 
-  std::shared_ptr<ModelHandle> handle_;
   std::shared_ptr<std::atomic<bool>> abort_ = std::make_shared<std::atomic<bool>>(false);
-  bool loading_ = false;
-  bool disposed_ = false;
 };
 
 }  // namespace cospot

@@ -51,17 +51,14 @@ int CountImageTokens(mtmd_context * context, int image_size) {
 
 }  // namespace
 
-class ProjectorLoadWorker : public PromiseWorker {
+class ProjectorLoadWorker : public Projector::CreateWorker {
  public:
   ProjectorLoadWorker(Napi::Env env, Projector * owner, std::shared_ptr<ModelHandle> model, std::string path,
                       mtmd_context_params params)
-      : PromiseWorker(env, "chain-of-spot:projector.load"),
-        owner_(owner),
+      : CreateWorker(env, "chain-of-spot:projector.load", owner),
         model_(std::move(model)),
         path_(std::move(path)),
-        params_(params) {
-    owner_ref_ = Napi::Persistent(owner->Value());
-  }
+        params_(params) {}
 
  protected:
   void Run() override {
@@ -81,63 +78,28 @@ class ProjectorLoadWorker : public PromiseWorker {
       }
       throw Failure{code::kProjectorLoad, capture.Explain("llama.cpp could not load the projector " + path_)};
     }
-    handle_ = std::make_shared<ProjectorHandle>(context, model_);
-    handle_->supports_vision = mtmd_support_vision(context);
-    handle_->image_size = ReadImageSize(path_);
-    if (handle_->supports_vision && handle_->image_size > 0) {
-      handle_->tokens_per_image = CountImageTokens(context, handle_->image_size);
+    created_ = std::make_shared<ProjectorHandle>(context, model_);
+    created_->supports_vision = mtmd_support_vision(context);
+    created_->image_size = ReadImageSize(path_);
+    if (created_->supports_vision && created_->image_size > 0) {
+      created_->tokens_per_image = CountImageTokens(context, created_->image_size);
     }
-  }
-
-  Napi::Value Result(Napi::Env env) override {
-    if (owner_->disposed_) {
-      handle_.reset();
-      ThrowCoded(env, code::kDisposed, "the projector was disposed while it was loading");
-    }
-    owner_->handle_ = std::move(handle_);
-    return env.Undefined();
   }
 
  private:
-  void OnWorkComplete(Napi::Env env, napi_status status) override {
-    owner_->loading_ = false;
-    PromiseWorker::OnWorkComplete(env, status);
-  }
-
-  Projector * owner_;
-  Napi::ObjectReference owner_ref_;
   std::shared_ptr<ModelHandle> model_;
   std::string path_;
   mtmd_context_params params_;
-  std::shared_ptr<ProjectorHandle> handle_;
 };
 
 Napi::Function Projector::Define(Napi::Env env) {
-  return DefineClass(env, "Projector",
-                     {
-                         InstanceMethod<&Projector::Load>("load"),
-                         InstanceMethod<&Projector::Info>("info"),
-                         InstanceMethod<&Projector::Dispose>("dispose"),
-                     });
-}
-
-Projector::Projector(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Projector>(info) {}
-
-Projector * Projector::FromValue(Napi::Env env, Napi::Value value) {
-  return UnwrapInstance<Projector>(env, value, GetAddonData(env).projector_constructor, "Projector");
-}
-
-std::shared_ptr<ProjectorHandle> Projector::Handle(Napi::Env env) const {
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the projector has been disposed");
-  if (!handle_) ThrowCoded(env, code::kProjectorLoad, "the projector is not loaded yet");
-  return handle_;
+  return DefineWith(env, {{"load", &Projector::Load}, {"info", &Projector::Info}});
 }
 
 // load(model, path, { gpu, threads, warmup }) -> Promise<void>
 Napi::Value Projector::Load(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the projector has been disposed");
-  if (loading_ || handle_) throw Napi::Error::New(env, "load() may be called once per native Projector");
+  ThrowIfDisposed(env);
   std::shared_ptr<ModelHandle> model = Model::FromValue(env, info[0])->Handle(env);
   if (!info[1].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   Napi::Object options = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
@@ -148,7 +110,7 @@ Napi::Value Projector::Load(const Napi::CallbackInfo & info) {
   params.warmup = OptionOr<bool>(options, "warmup", true);
   params.print_timings = false;
 
-  loading_ = true;
+  BeginCreate(env);
   auto * worker = new ProjectorLoadWorker(env, this, std::move(model), info[1].As<Napi::String>().Utf8Value(), params);
   return worker->Start();
 }
@@ -161,12 +123,6 @@ Napi::Value Projector::Info(const Napi::CallbackInfo & info) {
   result.Set("tokensPerImage", handle->tokens_per_image);
   result.Set("supportsVision", handle->supports_vision);
   return result;
-}
-
-Napi::Value Projector::Dispose(const Napi::CallbackInfo & info) {
-  disposed_ = true;
-  handle_.reset();
-  return info.Env().Undefined();
 }
 
 }  // namespace cospot

@@ -1,5 +1,5 @@
 // Projector: an mtmd context (CLIP image encoder + projector, an "mmproj" GGUF) bound to a Model.
-// JS: lib/projector.ts wraps it.
+// JS: lib/llama/projector.ts wraps it.
 #pragma once
 
 #include <napi.h>
@@ -7,26 +7,22 @@
 #include <memory>
 
 #include "handles.h"
+#include "native_object.h"
 
 namespace cospot {
 
-class Projector : public Napi::ObjectWrap<Projector> {
+class Projector : public NativeObject<Projector, ProjectorHandle> {
  public:
-  static Napi::Function Define(Napi::Env env);
-  explicit Projector(const Napi::CallbackInfo & info);
+  static constexpr ObjectTraits kTraits = {"Projector", "projector", "load", "loaded", code::kProjectorLoad,
+                                           &AddonData::projector_constructor};
 
-  std::shared_ptr<ProjectorHandle> Handle(Napi::Env env) const;
-  static Projector * FromValue(Napi::Env env, Napi::Value value);
+  static Napi::Function Define(Napi::Env env);
+  explicit Projector(const Napi::CallbackInfo & info) : Base(info) {}
 
  private:
   friend class ProjectorLoadWorker;
   Napi::Value Load(const Napi::CallbackInfo & info);
   Napi::Value Info(const Napi::CallbackInfo & info);
-  Napi::Value Dispose(const Napi::CallbackInfo & info);
-
-  std::shared_ptr<ProjectorHandle> handle_;
-  bool loading_ = false;
-  bool disposed_ = false;
 };
 
 }  // namespace cospot

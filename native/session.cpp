@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include "addon.h"
 #include "logger.h"
@@ -62,46 +61,46 @@ void DecodeTokens(SessionState & state, int seq_id, const std::vector<llama_toke
                   int * decode_calls = nullptr) {
   Sequence & sequence = state.sequences[seq_id];
   const int32_t n_batch = static_cast<int32_t>(llama_n_batch(state.context));
-  llama_batch batch = llama_batch_init(n_batch, 0, 1);
+  llama_batch & batch = state.batch;
   LogCapture capture;
-  try {
-    for (size_t start = 0; start < tokens.size(); start += n_batch) {
-      ThrowIfAborted(state);
-      const size_t end = std::min(tokens.size(), start + static_cast<size_t>(n_batch));
-      batch.n_tokens = 0;
-      for (size_t i = start; i < end; i++) {
-        const int32_t k = batch.n_tokens++;
-        batch.token[k] = tokens[i];
-        batch.pos[k] = sequence.cached + static_cast<int32_t>(i - start);
-        batch.n_seq_id[k] = 1;
-        batch.seq_id[k][0] = seq_id;
-        batch.logits[k] = want_logits && i + 1 == tokens.size();
-      }
-      const int32_t status = llama_decode(state.context, batch);
-      if (decode_calls != nullptr) (*decode_calls)++;
-      if (status != 0) throw DecodeFailure(state, status, capture);
-      sequence.cached += batch.n_tokens;
+  for (size_t start = 0; start < tokens.size(); start += n_batch) {
+    ThrowIfAborted(state);
+    const size_t end = std::min(tokens.size(), start + static_cast<size_t>(n_batch));
+    batch.n_tokens = 0;
+    for (size_t i = start; i < end; i++) {
+      const int32_t k = batch.n_tokens++;
+      batch.token[k] = tokens[i];
+      batch.pos[k] = sequence.cached + static_cast<int32_t>(i - start);
+      batch.n_seq_id[k] = 1;
+      batch.seq_id[k][0] = seq_id;
+      batch.logits[k] = want_logits && i + 1 == tokens.size();
     }
-    if (want_logits && !tokens.empty()) {
-      const float * logits = llama_get_logits_ith(state.context, -1);
-      const int32_t n_vocab = llama_vocab_n_tokens(state.model->vocab);
-      sequence.logits.assign(logits, logits + n_vocab);
-      sequence.logits_position = sequence.cached;
-    }
-  } catch (...) {
-    llama_batch_free(batch);
-    throw;
+    const int32_t status = llama_decode(state.context, batch);
+    if (decode_calls != nullptr) (*decode_calls)++;
+    if (status != 0) throw DecodeFailure(state, status, capture);
+    sequence.cached += batch.n_tokens;
   }
-  llama_batch_free(batch);
+  if (want_logits && !tokens.empty()) {
+    const float * logits = llama_get_logits_ith(state.context, -1);
+    const int32_t n_vocab = llama_vocab_n_tokens(state.model->vocab);
+    sequence.logits.assign(logits, logits + n_vocab);
+    sequence.logits_position = sequence.cached;
+  }
 }
 
-// Moves a sequence's pending tokens into the cache.
+// Moves a sequence's pending tokens into the cache. On failure, what was not decoded stays pending.
 void FlushPending(SessionState & state, int seq_id, bool want_logits, int * decode_calls = nullptr) {
   Sequence & sequence = state.sequences[seq_id];
   if (sequence.pending.empty()) return;
   std::vector<llama_token> pending;
   pending.swap(sequence.pending);
-  DecodeTokens(state, seq_id, pending, want_logits, decode_calls);
+  const int32_t start = sequence.cached;
+  try {
+    DecodeTokens(state, seq_id, pending, want_logits, decode_calls);
+  } catch (...) {
+    sequence.pending.assign(pending.begin() + (sequence.cached - start), pending.end());
+    throw;
+  }
 }
 
 // Text produced by generation: holds back what could be an incomplete UTF-8 character or the start
@@ -178,13 +177,27 @@ std::string TokenPiece(const llama_vocab * vocab, llama_token token) {
 
 }  // namespace
 
-// Base of every worker on an existing session: keeps the state and the JS object alive, marks the
-// session busy while it runs, and restores the sequence when the work fails or is aborted.
-class SessionWorker : public PromiseWorker {
+SessionState::SessionState(llama_context * context, ggml_threadpool * threadpool, std::shared_ptr<ModelHandle> model,
+                           int sequences)
+    : context(context),
+      threadpool(threadpool),
+      model(std::move(model)),
+      sequences(sequences),
+      batch(llama_batch_init(static_cast<int32_t>(llama_n_batch(context)), 0, 1)) {}
+
+SessionState::~SessionState() {
+  llama_batch_free(batch);
+  llama_free(context);
+  if (threadpool != nullptr) ggml_threadpool_free(threadpool);  // after the context that uses it
+}
+
+// Base of every worker on an existing session: keeps the state alive, marks the session busy while
+// it runs, and restores the sequence when the work fails or is aborted.
+class SessionWorker : public OwnerWorker<Session> {
  public:
   SessionWorker(Napi::Env env, const char * name, Session * owner, std::shared_ptr<SessionState> state, int seq_id)
-      : PromiseWorker(env, name), owner_(owner), state_(std::move(state)), seq_id_(seq_id) {
-    owner_ref_ = Napi::Persistent(owner->Value());
+      : OwnerWorker<Session>(env, name, owner), state_(std::move(state)), seq_id_(seq_id) {
+    owner_->PublishPositions();  // what position() answers until this work is done
     owner_->busy_ = true;
     state_->abort.store(false);
   }
@@ -204,60 +217,41 @@ class SessionWorker : public PromiseWorker {
 
   Sequence & sequence() { return state_->sequences[seq_id_]; }
 
-  Session * owner_;
-  Napi::ObjectReference owner_ref_;
   std::shared_ptr<SessionState> state_;
   const int seq_id_;
 
  private:
-  void OnWorkComplete(Napi::Env env, napi_status status) override {
-    owner_->busy_ = false;
-    PromiseWorker::OnWorkComplete(env, status);
-  }
+  void OnSettle() override { owner_->busy_ = false; }
 };
 
-class SessionCreateWorker : public PromiseWorker {
+class SessionCreateWorker : public Session::CreateWorker {
  public:
   SessionCreateWorker(Napi::Env env, Session * owner, std::shared_ptr<ModelHandle> model, llama_context_params params)
-      : PromiseWorker(env, "chain-of-spot:session.create"), owner_(owner), model_(std::move(model)), params_(params) {
-    owner_ref_ = Napi::Persistent(owner->Value());
-  }
+      : CreateWorker(env, "chain-of-spot:session.create", owner), model_(std::move(model)), params_(params) {}
 
  protected:
   void Run() override {
     LogCapture capture;
+    // Without a threadpool of its own, ggml starts and joins its threads for every decode.
+    ggml_threadpool_params pool_params = ggml_threadpool_params_default(params_.n_threads);
+    ggml_threadpool * pool = ggml_threadpool_new(&pool_params);
     llama_context * context = llama_init_from_model(model_->model, params_);
     if (context == nullptr) {
+      if (pool != nullptr) ggml_threadpool_free(pool);
       const bool oom = capture.text().find("out of memory") != std::string::npos ||
                        capture.text().find("failed to allocate") != std::string::npos;
       throw Failure{oom ? code::kGpuMemory : code::kNative,
                     capture.Explain("llama.cpp could not create a context of " + std::to_string(params_.n_ctx) +
                                     " tokens; try a smaller contextSize")};
     }
-    state_ = std::make_shared<SessionState>(context, model_, static_cast<int>(params_.n_seq_max));
-    llama_set_abort_callback(context, OnAbortCheck, &state_->abort);
-  }
-
-  Napi::Value Result(Napi::Env env) override {
-    if (owner_->disposed_) {
-      state_.reset();
-      ThrowCoded(env, code::kDisposed, "the session was disposed while it was being created");
-    }
-    owner_->state_ = std::move(state_);
-    return env.Undefined();
+    if (pool != nullptr) llama_attach_threadpool(context, pool, pool);
+    created_ = std::make_shared<SessionState>(context, pool, model_, static_cast<int>(params_.n_seq_max));
+    llama_set_abort_callback(context, OnAbortCheck, &created_->abort);
   }
 
  private:
-  void OnWorkComplete(Napi::Env env, napi_status status) override {
-    owner_->creating_ = false;
-    PromiseWorker::OnWorkComplete(env, status);
-  }
-
-  Session * owner_;
-  Napi::ObjectReference owner_ref_;
   std::shared_ptr<ModelHandle> model_;
   llama_context_params params_;
-  std::shared_ptr<SessionState> state_;
 };
 
 class EvaluateWorker : public SessionWorker {
@@ -366,9 +360,8 @@ class EvaluateImageWorker : public SessionWorker {
       const int32_t status = mtmd_helper_decode_image_chunk(mtmd, state_->context, chunk, mtmd_get_output_embd(mtmd),
                                                             sequence().cached, seq_id_, n_batch, &new_position,
                                                             nullptr, nullptr);
-      // The helper returns 1 for any failed decode (not llama_decode's "no KV slot"): report it as
-      // a plain failure, or as the abort it was.
-      if (status != 0) throw DecodeFailure(*state_, status == 1 ? 3 : status, capture);
+      // The helper returns llama_decode's status: 1 is "no KV slot" (sequences share the cache).
+      if (status != 0) throw DecodeFailure(*state_, status, capture);
       decode_ms_ += MillisecondsSince(start);
       sequence().cached = new_position;
       image_tokens_ += n_tokens;
@@ -392,7 +385,6 @@ struct GenerateOptions {
   uint32_t seed = 0;
   std::string grammar;
   std::vector<std::string> stops;
-  bool stream = false;
 };
 
 class GenerateWorker : public SessionWorker {
@@ -402,14 +394,7 @@ class GenerateWorker : public SessionWorker {
       : SessionWorker(env, "chain-of-spot:session.generate", owner, std::move(state), seq_id),
         options_(std::move(options)),
         text_(options_.stops) {
-    if (options_.stream && on_text.IsFunction()) {
-      on_text_ = Napi::ThreadSafeFunction::New(env, on_text.As<Napi::Function>(), "chain-of-spot:text", 0, 1);
-      streaming_ = true;
-    }
-  }
-
-  ~GenerateWorker() override {
-    if (streaming_) on_text_.Release();
+    SetStream(env, on_text, "chain-of-spot:text");
   }
 
  protected:
@@ -423,6 +408,9 @@ class GenerateWorker : public SessionWorker {
     if (!sequence().LogitsCurrent()) {
       throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
     }
+    n_ctx_ = static_cast<int32_t>(llama_n_ctx_seq(state_->context));
+    if (sequence().Position() >= n_ctx_) throw ContextFull(*state_, 1, 0);
+    start_ = sequence();
 
     std::vector<llama_token_data> candidates(n_vocab);
     while (finish_reason_.empty()) {
@@ -437,15 +425,21 @@ class GenerateWorker : public SessionWorker {
       }
       if (!finish_reason_.empty()) break;
 
-      const int32_t room = static_cast<int32_t>(llama_n_ctx_seq(state_->context)) - sequence().cached;
-      if (static_cast<int32_t>(sequence().pending.size()) > room) {
-        throw ContextFull(*state_, sequence().pending.size(), room);
+      try {
+        FlushPending(*state_, seq_id_, true, &decode_calls_);
+      } catch (const Failure & failure) {
+        // No free cell in the cache the sequences share: end with what was generated (and streamed).
+        if (failure.code != code::kContextFull) throw;
+        finish_reason_ = "context";
       }
-      FlushPending(*state_, seq_id_, true, &decode_calls_);
     }
+    if (finish_reason_ == "stop") CutAtStop(vocab);
     Emit(true);
     milliseconds_ = MillisecondsSince(start);
   }
+
+  // onText threw: stop generating (the call rejects with what it threw).
+  void OnCallbackError() override { state_->abort.store(true); }
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object result = Napi::Object::New(env);
@@ -490,7 +484,10 @@ class GenerateWorker : public SessionWorker {
       if (options_.top_k > 0) llama_sampler_chain_add(samplers_.chain, llama_sampler_init_top_k(options_.top_k));
       if (options_.top_p < 1.0f) llama_sampler_chain_add(samplers_.chain, llama_sampler_init_top_p(options_.top_p, 1));
       llama_sampler_chain_add(samplers_.chain, llama_sampler_init_temp(options_.temperature));
-      llama_sampler_chain_add(samplers_.chain, llama_sampler_init_dist(options_.seed));
+      // llama.cpp takes LLAMA_DEFAULT_SEED (0xFFFFFFFF) for "a random seed": every seed of ours is
+      // reproducible, so that one samples as 0xFFFFFFFE does.
+      const uint32_t seed = options_.seed == LLAMA_DEFAULT_SEED ? LLAMA_DEFAULT_SEED - 1 : options_.seed;
+      llama_sampler_chain_add(samplers_.chain, llama_sampler_init_dist(seed));
     }
   }
 
@@ -560,7 +557,7 @@ class GenerateWorker : public SessionWorker {
     return chosen == LLAMA_TOKEN_NULL ? 0 : 1;
   }
 
-  // Records a chosen token: ends on end-of-generation, a stop string or the token limit.
+  // Records a chosen token: ends on end-of-generation, a stop string, the token limit or a full context.
   void Take(const llama_vocab * vocab, llama_token token, bool sampled) {
     if (sampled) sampled_++;
     if (llama_vocab_is_eog(vocab, token)) {
@@ -571,31 +568,92 @@ class GenerateWorker : public SessionWorker {
     if (samplers_.grammar) llama_sampler_accept(samplers_.grammar, token);
     generated_.push_back(token);
     sequence().pending.push_back(token);
-    if (text_.Append(TokenPiece(vocab, token))) {
+    const std::string piece = TokenPiece(vocab, token);
+    token_ends_.push_back(text_.text().size() + piece.size());
+    if (text_.Append(piece)) {
       finish_reason_ = "stop";
       return;
     }
     Emit(false);
-    if (static_cast<int32_t>(generated_.size()) >= options_.max_tokens) finish_reason_ = "length";
+    if (static_cast<int32_t>(generated_.size()) >= options_.max_tokens) {
+      finish_reason_ = "length";
+    } else if (sequence().Position() >= n_ctx_) {
+      finish_reason_ = "context";  // the token is in the last position: none can follow it
+    }
+  }
+
+  // A stop string ended generation: the sequence keeps exactly the text returned, not the stop
+  // string nor what followed it. Tokens wholly before the stop stay; the part of a token that
+  // reaches into the stop is spelled again by tokens that end where the text does.
+  void CutAtStop(const llama_vocab * vocab) {
+    const std::string & text = text_.text();
+    size_t kept = 0;
+    while (kept < token_ends_.size() && token_ends_[kept] <= text.size()) kept++;
+    std::vector<llama_token> tail;
+    if (!Spell(vocab, text.substr(kept == 0 ? 0 : token_ends_[kept - 1]), tail)) {
+      kept = std::min(kept + 1, generated_.size());  // not spellable: keep the token that reaches into the stop
+      tail.clear();
+    }
+    generated_.resize(kept);
+    generated_.insert(generated_.end(), tail.begin(), tail.end());
+
+    // Generated token i sits at position start + i: keep the decoded ones up to the cut, the rest pend.
+    Sequence & seq = sequence();
+    const int32_t start = start_.cached;
+    int32_t cached = std::min(seq.cached, start + static_cast<int32_t>(kept));
+    std::vector<llama_token> pending(generated_.begin() + (cached - start), generated_.end());
+    const bool logits_lost = cached < seq.cached;
+    if (pending.empty() && logits_lost && cached > start) {
+      cached--;  // the last token is decoded again with the next evaluation, for its logits
+      pending.push_back(generated_.back());
+    }
+    llama_memory_seq_rm(llama_get_memory(state_->context), seq_id_, cached, -1);
+    seq.Truncate(cached);
+    seq.pending = std::move(pending);
+    if (seq.pending.empty() && cached == start) {
+      seq.logits = start_.logits;  // back where generation started: its logits predict again
+      seq.logits_position = start_.logits_position;
+    }
+  }
+
+  // Tokens whose pieces spell exactly `text`: the tokenizer's when they spell it back (it may add a
+  // leading space), else one token a byte. False when some byte has no token.
+  bool Spell(const llama_vocab * vocab, const std::string & text, std::vector<llama_token> & tokens) const {
+    tokens.clear();
+    if (text.empty()) return true;
+    tokens.resize(text.size() + 2);
+    const int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                                     static_cast<int32_t>(tokens.size()), false, false);
+    if (n > 0) {
+      tokens.resize(n);
+      std::string spelled;
+      for (llama_token token : tokens) spelled += TokenPiece(vocab, token);
+      if (spelled == text) return true;
+    }
+    tokens.clear();
+    for (unsigned char byte : text) {
+      const llama_token token = state_->model->byte_tokens[byte];
+      if (token == LLAMA_TOKEN_NULL) return false;
+      tokens.push_back(token);
+    }
+    return true;
   }
 
   void Emit(bool final) {
-    if (!streaming_) return;
+    if (!streaming()) return;
     std::string piece = text_.TakeEmittable(final);
     if (piece.empty()) return;
-    on_text_.NonBlockingCall(new std::string(std::move(piece)), [](Napi::Env env, Napi::Function fn, std::string * text) {
-      fn.Call({Napi::String::New(env, *text)});
-      delete text;
-    });
+    Stream([piece = std::move(piece)](Napi::Env env, Napi::Function fn) { fn.Call({Napi::String::New(env, piece)}); });
   }
 
   GenerateOptions options_;
   TextStream text_;
-  Napi::ThreadSafeFunction on_text_;
-  bool streaming_ = false;
   Samplers samplers_;  // declared after options_: built in Work()
   std::vector<llama_token> every_token_;  // 0 .. n_vocab-1, for the forced-token probe
   std::vector<llama_token> generated_;
+  std::vector<size_t> token_ends_;  // where each generated token's text ends in text_ (before any cut)
+  Sequence start_;  // the sequence where generation started (its position and logits)
+  int32_t n_ctx_ = 0;
   std::string finish_reason_;
   int sampled_ = 0;
   int decode_calls_ = 0;
@@ -607,45 +665,44 @@ class GenerateWorker : public SessionWorker {
 namespace cospot {
 
 Napi::Function Session::Define(Napi::Env env) {
-  return DefineClass(env, "Session",
-                     {
-                         InstanceMethod<&Session::Create>("create"),
-                         InstanceMethod<&Session::Info>("info"),
-                         InstanceMethod<&Session::Evaluate>("evaluate"),
-                         InstanceMethod<&Session::EvaluateImage>("evaluateImage"),
-                         InstanceMethod<&Session::Generate>("generate"),
-                         InstanceMethod<&Session::Position>("position"),
-                         InstanceMethod<&Session::Truncate>("truncate"),
-                         InstanceMethod<&Session::CopySequence>("copySequence"),
-                         InstanceMethod<&Session::Clear>("clear"),
-                         InstanceMethod<&Session::Logits>("logits"),
-                         InstanceMethod<&Session::Abort>("abort"),
-                         InstanceMethod<&Session::Dispose>("dispose"),
-                     });
+  return DefineWith(env, {
+                             {"create", &Session::Create},
+                             {"info", &Session::Info},
+                             {"evaluate", &Session::Evaluate},
+                             {"evaluateImage", &Session::EvaluateImage},
+                             {"generate", &Session::Generate},
+                             {"position", &Session::Position},
+                             {"truncate", &Session::Truncate},
+                             {"copySequence", &Session::CopySequence},
+                             {"clear", &Session::Clear},
+                             {"logits", &Session::Logits},
+                             {"abort", &Session::Abort},
+                         });
 }
-
-Session::Session(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Session>(info) {}
 
 std::shared_ptr<SessionState> Session::Ready(Napi::Env env) const {
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
-  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
+  std::shared_ptr<SessionState> state = Handle(env);
   if (busy_) throw Napi::Error::New(env, "the session is busy: one native operation runs at a time");
-  return state_;
+  return state;
 }
 
-Sequence & Session::SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const {
+int Session::SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const {
   const int32_t seq_id = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : 0;
   if (seq_id < 0 || seq_id >= static_cast<int32_t>(state->sequences.size())) {
     throw Napi::RangeError::New(env, "sequence must be in [0, " + std::to_string(state->sequences.size()) + ")");
   }
-  return state->sequences[seq_id];
+  return seq_id;
+}
+
+void Session::PublishPositions() {
+  positions_.resize(handle_->sequences.size());
+  for (size_t i = 0; i < positions_.size(); i++) positions_[i] = handle_->sequences[i].Position();
 }
 
 // create(model, { contextSize, batchSize, threads, sequences }) -> Promise<void>
 Napi::Value Session::Create(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
-  if (creating_ || state_) throw Napi::Error::New(env, "create() may be called once per native Session");
+  ThrowIfDisposed(env);
   std::shared_ptr<ModelHandle> model = Model::FromValue(env, info[0])->Handle(env);
   Napi::Object options = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
 
@@ -654,25 +711,25 @@ Napi::Value Session::Create(const Napi::CallbackInfo & info) {
   params.n_batch = OptionOr<uint32_t>(options, "batchSize", 512);
   params.n_ubatch = params.n_batch;
   params.n_seq_max = std::max<uint32_t>(1, OptionOr<uint32_t>(options, "sequences", 1));
-  const int32_t threads = OptionOr<int32_t>(options, "threads", static_cast<int32_t>(std::thread::hardware_concurrency()));
+  // lib/native/threads.ts gives the default (the physical cores); this one is for direct callers.
+  const int32_t threads = OptionOr<int32_t>(options, "threads", GGML_DEFAULT_N_THREADS);
   params.n_threads = std::max(1, threads);
   params.n_threads_batch = params.n_threads;
   params.kv_unified = true;  // sequences share one cache: copying a prefix costs nothing
   params.no_perf = true;
 
-  creating_ = true;
+  BeginCreate(env);
   auto * worker = new SessionCreateWorker(env, this, std::move(model), params);
   return worker->Start();
 }
 
 Napi::Value Session::Info(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
-  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
+  std::shared_ptr<SessionState> state = Handle(env);
   Napi::Object result = Napi::Object::New(env);
-  result.Set("contextSize", llama_n_ctx_seq(state_->context));
-  result.Set("batchSize", llama_n_batch(state_->context));
-  result.Set("sequences", static_cast<double>(state_->sequences.size()));
+  result.Set("contextSize", llama_n_ctx_seq(state->context));
+  result.Set("batchSize", llama_n_batch(state->context));
+  result.Set("sequences", static_cast<double>(state->sequences.size()));
   return result;
 }
 
@@ -689,8 +746,7 @@ Napi::Value Session::Evaluate(const Napi::CallbackInfo & info) {
   for (llama_token token : tokens) {
     if (token < 0 || token >= n_vocab) throw Napi::RangeError::New(env, "token id out of range");
   }
-  Sequence & sequence = SequenceArg(env, state, info[1]);
-  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  const int seq_id = SequenceArg(env, state, info[1]);
   auto * worker = new EvaluateWorker(env, this, std::move(state), seq_id, std::move(tokens));
   return worker->Start();
 }
@@ -717,15 +773,14 @@ Napi::Value Session::EvaluateImage(const Napi::CallbackInfo & info) {
   if (pixels.ElementLength() != static_cast<size_t>(width) * static_cast<size_t>(height) * 3) {
     ThrowCoded(env, code::kImage, "pixels must hold width * height * 3 bytes (RGB)");
   }
-  Sequence & sequence = SequenceArg(env, state, info[4]);
-  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  const int seq_id = SequenceArg(env, state, info[4]);
   auto * worker = new EvaluateImageWorker(env, this, std::move(state), seq_id, std::move(projector),
                                           std::vector<unsigned char>(pixels.Data(), pixels.Data() + pixels.ElementLength()),
                                           static_cast<uint32_t>(width), static_cast<uint32_t>(height));
   return worker->Start();
 }
 
-// generate({ maxTokens, temperature, topK, topP, seed, grammar, stop, stream }, sequence, onText?) -> Promise<result>
+// generate({ maxTokens, temperature, topK, topP, seed, grammar, stop }, sequence, onText?) -> Promise<result>
 Napi::Value Session::Generate(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
@@ -737,7 +792,6 @@ Napi::Value Session::Generate(const Napi::CallbackInfo & info) {
   parsed.top_p = static_cast<float>(OptionOr<double>(options, "topP", parsed.top_p));
   parsed.seed = OptionOr<uint32_t>(options, "seed", parsed.seed);
   parsed.grammar = OptionOr<std::string>(options, "grammar", "");
-  parsed.stream = info[2].IsFunction();
   Napi::Value stop = options.Get("stop");
   if (stop.IsArray()) {
     Napi::Array stops = stop.As<Napi::Array>();
@@ -747,24 +801,26 @@ Napi::Value Session::Generate(const Napi::CallbackInfo & info) {
     }
   }
   if (parsed.max_tokens < 1) throw Napi::RangeError::New(env, "maxTokens must be at least 1");
-  Sequence & sequence = SequenceArg(env, state, info[1]);
-  const int seq_id = static_cast<int>(&sequence - state->sequences.data());
+  const int seq_id = SequenceArg(env, state, info[1]);
   auto * worker = new GenerateWorker(env, this, std::move(state), seq_id, std::move(parsed), info[2]);
   return worker->Start();
 }
 
+// position(sequence): the position when the last operation ended (one in flight changes it meanwhile).
 Napi::Value Session::Position(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
-  if (disposed_) ThrowCoded(env, code::kDisposed, "the session has been disposed");
-  if (!state_) throw Napi::Error::New(env, "the session has not been created yet");
-  return Napi::Number::New(env, SequenceArg(env, state_, info[0]).Position());
+  std::shared_ptr<SessionState> state = Handle(env);
+  const int seq_id = SequenceArg(env, state, info[0]);
+  if (!busy_) PublishPositions();
+  return Napi::Number::New(env, positions_[seq_id]);
 }
 
 // truncate(position, sequence): forget everything from `position` on.
 Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  Sequence & sequence = SequenceArg(env, state, info[1]);
+  const int seq_id = SequenceArg(env, state, info[1]);
+  Sequence & sequence = state->sequences[seq_id];
   const double position = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
   if (!(position >= 0 && position <= sequence.Position()) || position != std::floor(position)) {
     throw Napi::RangeError::New(env, "position must be a whole number from 0 to " + std::to_string(sequence.Position()));
@@ -773,10 +829,8 @@ Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
   if (target >= sequence.cached) {
     sequence.pending.resize(target - sequence.cached);
   } else {
-    const int seq_id = static_cast<int>(&sequence - state->sequences.data());
     llama_memory_seq_rm(llama_get_memory(state->context), seq_id, target, -1);
-    sequence.cached = target;
-    sequence.pending.clear();
+    sequence.Truncate(target);
   }
   return env.Undefined();
 }
@@ -785,22 +839,21 @@ Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
 Napi::Value Session::CopySequence(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  Sequence & source = SequenceArg(env, state, info[0]);
-  Sequence & destination = SequenceArg(env, state, info[1]);
-  if (&source == &destination) return env.Undefined();
-  const int src = static_cast<int>(&source - state->sequences.data());
-  const int dst = static_cast<int>(&destination - state->sequences.data());
+  const int src = SequenceArg(env, state, info[0]);
+  const int dst = SequenceArg(env, state, info[1]);
+  if (src == dst) return env.Undefined();
   llama_memory_t memory = llama_get_memory(state->context);
   llama_memory_seq_rm(memory, dst, -1, -1);
   llama_memory_seq_cp(memory, src, dst, -1, -1);
-  destination = source;
+  state->sequences[dst] = state->sequences[src];
   return env.Undefined();
 }
 
 Napi::Value Session::Clear(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  llama_memory_clear(llama_get_memory(state->context), true);
+  // The cells only: zeroing the buffer (a GiB for a 7B context) is not needed, masked cells are never read.
+  llama_memory_clear(llama_get_memory(state->context), false);
   for (Sequence & sequence : state->sequences) sequence = Sequence{};
   return env.Undefined();
 }
@@ -809,7 +862,7 @@ Napi::Value Session::Clear(const Napi::CallbackInfo & info) {
 Napi::Value Session::Logits(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  Sequence & sequence = SequenceArg(env, state, info[0]);
+  const Sequence & sequence = state->sequences[SequenceArg(env, state, info[0])];
   if (!sequence.LogitsCurrent()) return env.Null();
   Napi::Float32Array result = Napi::Float32Array::New(env, sequence.logits.size());
   std::copy(sequence.logits.begin(), sequence.logits.end(), result.Data());
@@ -817,14 +870,7 @@ Napi::Value Session::Logits(const Napi::CallbackInfo & info) {
 }
 
 Napi::Value Session::Abort(const Napi::CallbackInfo & info) {
-  if (state_) state_->abort.store(true);
-  return info.Env().Undefined();
-}
-
-Napi::Value Session::Dispose(const Napi::CallbackInfo & info) {
-  disposed_ = true;
-  if (state_) state_->abort.store(true);  // a running worker stops soon and frees the context
-  state_.reset();
+  if (handle_) handle_->abort.store(true);
   return info.Env().Undefined();
 }
 

@@ -8,7 +8,9 @@
 #include <memory>
 #include <vector>
 
+#include "ggml-cpu.h"
 #include "handles.h"
+#include "native_object.h"
 
 namespace cospot {
 
@@ -24,25 +26,39 @@ struct Sequence {
   bool LogitsCurrent() const { return pending.empty() && cached > 0 && logits_position == cached; }
 
   int32_t Position() const { return cached + static_cast<int32_t>(pending.size()); }
+
+  // Keeps the first `position` cached tokens (the caller removes the rest from the KV cache) and
+  // drops the pending ones. Logits computed further on predict nothing any more.
+  void Truncate(int32_t position) {
+    cached = position;
+    pending.clear();
+    if (logits_position > position) logits_position = -1;
+  }
 };
 
 struct SessionState {
-  SessionState(llama_context * context, std::shared_ptr<ModelHandle> model, int sequences)
-      : context(context), model(std::move(model)), sequences(sequences) {}
-  ~SessionState() { llama_free(context); }
+  SessionState(llama_context * context, ggml_threadpool * threadpool, std::shared_ptr<ModelHandle> model, int sequences);
+  ~SessionState();
   SessionState(const SessionState &) = delete;
   SessionState & operator=(const SessionState &) = delete;
 
   llama_context * const context;
+  ggml_threadpool * const threadpool;  // the compute threads, kept between decodes
   const std::shared_ptr<ModelHandle> model;
   std::vector<Sequence> sequences;
+  llama_batch batch;  // n_batch tokens, reused by every decode
   std::atomic<bool> abort{false};
 };
 
-class Session : public Napi::ObjectWrap<Session> {
+class Session : public NativeObject<Session, SessionState> {
  public:
+  static constexpr ObjectTraits kTraits = {"Session", "session", "create", "created", code::kNative, &AddonData::session_constructor};
+
   static Napi::Function Define(Napi::Env env);
-  explicit Session(const Napi::CallbackInfo & info);
+  explicit Session(const Napi::CallbackInfo & info) : Base(info) {}
+  void OnDispose() {
+    if (handle_) handle_->abort.store(true);  // a running worker stops soon and frees the context
+  }
 
  private:
   friend class SessionCreateWorker;
@@ -58,16 +74,15 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value Clear(const Napi::CallbackInfo & info);
   Napi::Value Logits(const Napi::CallbackInfo & info);
   Napi::Value Abort(const Napi::CallbackInfo & info);
-  Napi::Value Dispose(const Napi::CallbackInfo & info);
 
   // The state for a call on the JS thread: throws if disposed, not created, or busy.
   std::shared_ptr<SessionState> Ready(Napi::Env env) const;
-  Sequence & SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const;
+  int SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const;
+  // Copies the sequences' positions for position(), which must not read what a worker changes.
+  void PublishPositions();
 
-  std::shared_ptr<SessionState> state_;
+  std::vector<int32_t> positions_;
   bool busy_ = false;
-  bool creating_ = false;
-  bool disposed_ = false;
 };
 
 }  // namespace cospot
