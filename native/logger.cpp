@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 
 #include "llama.h"
@@ -60,10 +61,17 @@ void OnLog(ggml_log_level level, const char * text, void *) {
     std::lock_guard<std::mutex> lock(logger.mutex);
     if (logger.active) {
       if (effective >= logger.min_level) {
-        logger.function.NonBlockingCall(new LogLine{effective, text}, [](Napi::Env env, Napi::Function fn, LogLine * line) {
-          fn.Call({Napi::String::New(env, LevelName(line->level)), Napi::String::New(env, line->text)});
-          delete line;
+        auto * line = new LogLine{effective, text};
+        const napi_status status = logger.function.NonBlockingCall(line, [](Napi::Env env, Napi::Function fn, LogLine * raw) {
+          std::unique_ptr<LogLine> owned(raw);  // freed whatever the logger does
+          if (env == nullptr) return;
+          try {
+            fn.Call({Napi::String::New(env, LevelName(owned->level)), Napi::String::New(env, owned->text)});
+          } catch (const Napi::Error &) {
+            // lib/native/logger.ts reports what a logger throws; nothing may escape into the loop here
+          }
         });
+        if (status != napi_ok) delete line;
       }
       return;
     }

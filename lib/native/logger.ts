@@ -19,5 +19,25 @@ const LEVEL_NUMBERS: Record<LogLevel, number> = { debug: 1, info: 2, warn: 3, er
 export function setLogger(logger: Logger | null, minLevel: LogLevel = 'warn'): void {
   if (logger !== null && typeof logger !== 'function') throw new TypeError('logger must be a function or null');
   if (!(minLevel in LEVEL_NUMBERS)) throw new RangeError(`minLevel must be one of ${Object.keys(LEVEL_NUMBERS).join(', ')}`);
-  binding().setLogger(logger as ((level: string, text: string) => void) | null, LEVEL_NUMBERS[minLevel]);
+  binding().setLogger(logger === null ? null : guarded(logger), LEVEL_NUMBERS[minLevel]);
+}
+
+/**
+ * The logger, made safe to call from the native side: what it throws would be an uncaught
+ * exception there. The first error becomes a process warning; the logger is called on.
+ */
+function guarded(logger: Logger): (level: string, text: string) => void {
+  let warned = false;
+  return (level, text) => {
+    try {
+      logger(level as LogLevel, text);
+    } catch (error) {
+      if (warned) return;
+      warned = true;
+      process.emitWarning(`the chain-of-spot logger threw: ${error instanceof Error ? error.message : String(error)}`, {
+        code: 'CHAIN_OF_SPOT_LOGGER',
+        detail: 'setLogger() callbacks must not throw; later errors of this logger are not reported',
+      });
+    }
+  };
 }
