@@ -5,7 +5,7 @@ import { binding } from '../native/loader';
 import { callerStack, rethrowWithCallerStack } from '../common/errors';
 import { checkGguf } from '../gguf/check';
 import type { NativeModel, NativeModelInfo } from '../native/addon';
-import { OperationQueue } from './operation-queue';
+import { NativeResource } from './native-resource';
 import { Projector, type ProjectorOptions } from './projector';
 import { Session, type SessionOptions } from './session';
 import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
@@ -39,25 +39,17 @@ export interface TokenizeOptions {
   parseSpecial?: boolean;
 }
 
-interface Dependent {
-  dispose(): Promise<void>;
-}
-
 function gpuLayerCount(value: ModelLoadOptions['gpuLayers']): number {
   if (value === undefined || value === 'auto') return binding().systemInfo().gpuOffload ? -1 : 0;
   if (value === 'max') return -1;
   return integerOption(value, 'gpuLayers', 0, 100_000, 0);
 }
 
-export class Model {
-  readonly #native: NativeModel;
-  readonly #queue: OperationQueue;
-  readonly #dependents = new Set<Dependent>();
+export class Model extends NativeResource<NativeModel> {
   #info: ModelInfo | undefined;
 
   private constructor(native: NativeModel) {
-    this.#native = native;
-    this.#queue = new OperationQueue('the model', () => native.abortLoad());
+    super(native, 'the model', () => native.abortLoad());
   }
 
   /** Loads a GGUF text model. Rejects with ERR_MODEL_LOAD (and a reason) when it cannot. */
@@ -72,32 +64,20 @@ export class Model {
     const onProgress = functionOption<(progress: number) => void>(opts.onProgress, 'onProgress');
     const signal = signalOption(opts.signal);
 
-    const native = new (binding().Model)();
-    const model = new Model(native);
-    try {
-      await model.#queue.run(async () => {
-        // llama.cpp aborts the process on some malformed files: check the header first.
-        await checkGguf(path, 'text-model');
-        await native.load(path, nativeOptions, onProgress);
-      }, signal);
-    } catch (error) {
-      native.dispose();
-      throw error;
-    }
-    model.#info = { path, ...native.info() };
+    const model = new Model(new (binding().Model)());
+    await model.create(async () => {
+      // llama.cpp aborts the process on some malformed files: check the header first.
+      await checkGguf(path, 'text-model');
+      await model.native.load(path, nativeOptions, onProgress);
+    }, signal);
+    model.#info = { path, ...model.native.info() };
     return model;
   }
 
   /** Metadata of the loaded model. */
   get info(): ModelInfo {
-    this.#queue.assertAlive();
+    this.queue.assertAlive();
     return this.#info as ModelInfo;
-  }
-
-  /** The native object, for the classes of this package. @internal */
-  get native(): NativeModel {
-    this.#queue.assertAlive();
-    return this.#native;
   }
 
   /** Text to token ids with the model's tokenizer. */
@@ -129,37 +109,21 @@ export class Model {
 
   /** A new session (a context with its own KV cache) over this model. */
   async createSession(options?: SessionOptions): Promise<Session> {
-    this.#queue.assertAlive();
-    const session = await Session.create(this, options);
-    this.#track(session);
-    return session;
+    this.queue.assertAlive();
+    return Session.create(this, options);
   }
 
   /** Loads a projector (mmproj GGUF) that turns images into this model's embeddings. */
   async loadProjector(path: string, options?: ProjectorOptions): Promise<Projector> {
-    this.#queue.assertAlive();
-    const projector = await Projector.load(this, path, options);
-    this.#track(projector);
-    return projector;
+    this.queue.assertAlive();
+    return Projector.load(this, path, options);
   }
 
   /**
    * Disposes the sessions and projectors made from this model, then frees the model. Safe to call
    * more than once; any later call rejects with ERR_DISPOSED.
    */
-  async dispose(): Promise<void> {
-    const dependents = [...this.#dependents];
-    this.#dependents.clear();
-    await Promise.all(dependents.map((dependent) => dependent.dispose()));
-    await this.#queue.dispose(() => this.#native.dispose());
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
-  }
-
-  #track(dependent: Dependent & { onDispose(listener: () => void): void }): void {
-    this.#dependents.add(dependent);
-    dependent.onDispose(() => this.#dependents.delete(dependent));
+  override dispose(): Promise<void> {
+    return super.dispose();
   }
 }

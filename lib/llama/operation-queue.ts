@@ -53,15 +53,13 @@ export class OperationQueue {
   }
 
   /**
-   * Marks the object disposed, stops the operation in flight and resolves once every queued
-   * operation has settled. Safe to call more than once.
+   * Marks the object disposed, stops the operation in flight, runs `disposeNative` and resolves once
+   * it and every queued operation have settled. Call it once (NativeResource keeps its promise).
    */
-  async dispose(disposeNative: () => void): Promise<void> {
-    if (!this.#disposed) {
-      this.#disposed = true;
-      this.abortNative();
-      disposeNative();
-    }
+  async dispose(disposeNative: () => Promise<void> | void): Promise<void> {
+    this.#disposed = true;
+    this.abortNative();
+    await disposeNative();
     await this.#tail;
     for (const listener of this.#onDisposed.splice(0)) listener();
   }

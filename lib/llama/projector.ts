@@ -3,11 +3,10 @@
  * (an "mmproj" GGUF), loaded by llama.cpp's mtmd library for one Model.
  */
 import { binding } from '../native/loader';
-import { abortedError } from '../common/errors';
 import { checkGguf } from '../gguf/check';
 import type { Model } from './model';
 import type { NativeProjector, NativeProjectorInfo } from '../native/addon';
-import { OperationQueue } from './operation-queue';
+import { NativeResource } from './native-resource';
 import { defaultThreads } from '../native/threads';
 import { booleanOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 
@@ -15,7 +14,7 @@ import { booleanOption, integerOption, optionsObject, requiredString, signalOpti
 export interface ProjectorOptions {
   /** Run the image encoder on the GPU when the binary has a GPU backend (default true). */
   gpu?: boolean;
-  /** CPU threads for the image encoder (default: the number of CPUs). */
+  /** CPU threads for the image encoder (default: the number of physical CPU cores). */
   threads?: number;
   /** Cancels loading: the promise rejects with ERR_ABORTED once the load returns. */
   signal?: AbortSignal;
@@ -27,16 +26,13 @@ export interface ProjectorInfo extends NativeProjectorInfo {
   path: string;
 }
 
-export class Projector {
-  readonly #native: NativeProjector;
-  readonly #queue: OperationQueue;
+export class Projector extends NativeResource<NativeProjector> {
   readonly #model: Model;
   #info: ProjectorInfo | undefined;
 
   private constructor(native: NativeProjector, model: Model) {
-    this.#native = native;
+    super(native, 'the projector', () => undefined, model);
     this.#model = model;
-    this.#queue = new OperationQueue('the projector', () => undefined);
   }
 
   /** @internal Use {@link Model.loadProjector}. */
@@ -49,26 +45,19 @@ export class Projector {
       warmup: true,
     };
     const signal = signalOption(opts.signal);
-    const native = new (binding().Projector)();
-    const projector = new Projector(native, model);
-    try {
-      await projector.#queue.run(async () => {
-        // clip.cpp aborts the process on some malformed files: check the header first.
-        await checkGguf(path, 'projector', { textEmbeddingSize: model.info.embeddingSize });
-        await native.load(model.native, path, nativeOptions);
-      }, signal);
-      if (signal?.aborted) throw abortedError(signal.reason);
-    } catch (error) {
-      native.dispose();
-      throw error;
-    }
-    projector.#info = { path, ...native.info() };
+    const projector = new Projector(new (binding().Projector)(), model);
+    await projector.create(async () => {
+      // clip.cpp aborts the process on some malformed files: check the header first.
+      await checkGguf(path, 'projector', { textEmbeddingSize: model.info.embeddingSize });
+      await projector.native.load(model.native, path, nativeOptions);
+    }, signal);
+    projector.#info = { path, ...projector.native.info() };
     return projector;
   }
 
   /** The image size it expects, the tokens one image becomes, and whether it has vision. */
   get info(): ProjectorInfo {
-    this.#queue.assertAlive();
+    this.queue.assertAlive();
     return this.#info as ProjectorInfo;
   }
 
@@ -77,23 +66,8 @@ export class Projector {
     return this.#model;
   }
 
-  /** @internal */
-  get native(): NativeProjector {
-    this.#queue.assertAlive();
-    return this.#native;
-  }
-
   /** Frees the projector. Safe to call more than once. */
-  async dispose(): Promise<void> {
-    await this.#queue.dispose(() => this.#native.dispose());
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
-  }
-
-  /** @internal */
-  onDispose(listener: () => void): void {
-    this.#queue.onDisposed(listener);
+  override dispose(): Promise<void> {
+    return super.dispose();
   }
 }

@@ -7,7 +7,7 @@ import type { RgbImage } from '../common/rgb-image';
 import { binding } from '../native/loader';
 import type { Model } from './model';
 import type { NativeGenerateResult, NativeSession } from '../native/addon';
-import { OperationQueue } from './operation-queue';
+import { NativeResource } from './native-resource';
 import type { Projector } from './projector';
 import { defaultThreads } from '../native/threads';
 import {
@@ -25,7 +25,7 @@ export interface SessionOptions {
   contextSize?: number;
   /** Tokens evaluated per llama.cpp batch (default 512). */
   batchSize?: number;
-  /** CPU threads (default: the number of CPUs). */
+  /** CPU threads (default: the number of physical CPU cores). */
   threads?: number;
   /** Independent sequences sharing the cache (default 1). */
   sequences?: number;
@@ -63,13 +63,16 @@ export interface GenerateOptions extends SequenceOptions {
   topK?: number;
   /** With temperature > 0: nucleus sampling threshold (default 0.95; 1 keeps all). */
   topP?: number;
-  /** With temperature > 0: the random seed (default 0), for reproducible sampling. */
+  /** With temperature > 0: the random seed (default 0), for reproducible sampling: every seed from 0 to 2^32 - 1 is. */
   seed?: number;
   /** A GBNF grammar (start rule `root`) that every generated text must match. */
   grammar?: string;
   /** Generation stops before the first of these strings; it is not part of the text. */
   stop?: string[];
-  /** Receives the text as it is generated, piece by piece. */
+  /**
+   * Receives the text as it is generated, piece by piece; every piece arrives before the call
+   * settles. If it throws, generation stops and the call rejects with what it threw.
+   */
   onText?: (text: string) => void;
 }
 
@@ -98,10 +101,17 @@ export interface ImageEvaluation {
 
 /** What {@link Session.generate} produced. */
 export interface GenerateResult {
-  /** The generated tokens (the end-of-sequence token is not included). */
+  /**
+   * The generated tokens (the end-of-sequence token is not included). After a stop string, the
+   * tokens spell exactly `text`: the stop string and what followed it are not in the sequence.
+   */
   tokens: Int32Array;
   text: string;
-  /** `eos`: the model (or the grammar) ended; `stop`: a stop string; `length`: maxTokens reached. */
+  /**
+   * `eos`: the model (or the grammar) ended; `stop`: a stop string; `length`: maxTokens reached;
+   * `context`: the context is full (the sequence reached contextSize, or the cache the sequences
+   * share has no room left). The text and tokens are what was generated up to there.
+   */
   finishReason: NativeGenerateResult['finishReason'];
   /** Tokens that were sampled; the rest were forced by the grammar and cost no decode step. */
   sampledTokens: number;
@@ -113,17 +123,14 @@ export interface GenerateResult {
 
 const MAX_CONTEXT = 1 << 20;
 
-export class Session {
-  readonly #native: NativeSession;
-  readonly #queue: OperationQueue;
+export class Session extends NativeResource<NativeSession> {
   readonly #model: Model;
   readonly #sequences: number;
 
   private constructor(native: NativeSession, model: Model, sequences: number) {
-    this.#native = native;
+    super(native, 'the session', () => native.abort(), model);
     this.#model = model;
     this.#sequences = sequences;
-    this.#queue = new OperationQueue('the session', () => native.abort());
   }
 
   /** @internal Use {@link Model.createSession}. */
@@ -135,14 +142,8 @@ export class Session {
       threads: integerOption(opts.threads, 'threads', 1, 1024, defaultThreads()),
       sequences: integerOption(opts.sequences, 'sequences', 1, 256, 1),
     };
-    const native = new (binding().Session)();
-    const session = new Session(native, model, nativeOptions.sequences);
-    try {
-      await session.#queue.run(() => native.create(model.native, nativeOptions));
-    } catch (error) {
-      native.dispose();
-      throw error;
-    }
+    const session = new Session(new (binding().Session)(), model, nativeOptions.sequences);
+    await session.create(() => session.native.create(model.native, nativeOptions));
     return session;
   }
 
@@ -153,14 +154,15 @@ export class Session {
 
   /** Context size, batch size and sequence count, as llama.cpp set them up. */
   get info(): { contextSize: number; batchSize: number; sequences: number } {
-    this.#queue.assertAlive();
-    return this.#native.info();
+    return this.native.info();
   }
 
-  /** Tokens in the sequence so far (its next position). */
+  /**
+   * Tokens in the sequence so far (its next position), as the last operation that finished left
+   * it: an operation in flight changes it when it is done.
+   */
   position(sequence = 0): number {
-    this.#queue.assertAlive();
-    return this.#native.position(this.#sequenceIndex(sequence));
+    return this.native.position(this.#sequenceIndex(sequence));
   }
 
   /**
@@ -178,13 +180,13 @@ export class Session {
         parseSpecial: booleanOption(opts.parseSpecial, 'parseSpecial', false),
       });
     } else if (input instanceof Int32Array) {
-      tokens = input;
+      tokens = input.slice(); // the call may wait in the queue: what counts is the input now
     } else if (input !== null && typeof input === 'object' && typeof input.length === 'number') {
       tokens = Int32Array.from(Array.from(input, Number));
     } else {
       throw new TypeError('input must be a string or an array of token ids');
     }
-    return this.#queue.run(() => this.#native.evaluate(tokens, sequence), signal);
+    return this.queue.run(() => this.native.evaluate(tokens, sequence), signal);
   }
 
   /** Encodes an RGB image with the projector and evaluates its tokens at the end of the sequence. */
@@ -203,7 +205,8 @@ export class Session {
     const opts = optionsObject(options);
     const sequence = this.#sequenceIndex(opts.sequence);
     const signal = signalOption(opts.signal);
-    return this.#queue.run(() => this.#native.evaluateImage(projector.native, image.data, width, height, sequence), signal);
+    const pixels = image.data.slice(); // the call may wait in the queue: what counts is the image now
+    return this.queue.run(() => this.native.evaluateImage(projector.native, pixels, width, height, sequence), signal);
   }
 
   /**
@@ -229,42 +232,26 @@ export class Session {
       grammar: opts.grammar ?? '',
       stop: (opts.stop ?? []).filter((s) => s.length > 0),
     };
-    // A throwing onText must not reach the native thread-safe call: report it after generation.
-    let callbackError: unknown;
-    const forward = onText
-      ? (text: string): void => {
-          if (callbackError !== undefined) return;
-          try {
-            onText(text);
-          } catch (error) {
-            callbackError = error;
-          }
-        }
-      : undefined;
-    return this.#queue.run(async () => {
-      const result = await this.#native.generate(nativeOptions, sequence, forward);
-      if (callbackError !== undefined) throw callbackError;
-      return result;
-    }, signal);
+    return this.queue.run(() => this.native.generate(nativeOptions, sequence, onText), signal);
   }
 
   /** Forgets everything in the sequence from `position` on. */
   truncate(position: number, sequence = 0): Promise<void> {
     const index = this.#sequenceIndex(sequence);
     if (typeof position !== 'number') throw new TypeError('position must be a number');
-    return this.#queue.run(() => this.#native.truncate(position, index));
+    return this.queue.run(() => this.native.truncate(position, index));
   }
 
   /** Makes `destination` a copy of `source` (the cache is shared, not copied). */
   copySequence(source: number, destination: number): Promise<void> {
     const from = this.#sequenceIndex(source, 'source');
     const to = this.#sequenceIndex(destination, 'destination');
-    return this.#queue.run(() => this.#native.copySequence(from, to));
+    return this.queue.run(() => this.native.copySequence(from, to));
   }
 
   /** Empties every sequence. */
   clear(): Promise<void> {
-    return this.#queue.run(() => this.#native.clear());
+    return this.queue.run(() => this.native.clear());
   }
 
   /**
@@ -273,24 +260,15 @@ export class Session {
    */
   logits(sequence = 0): Promise<Float32Array | null> {
     const index = this.#sequenceIndex(sequence);
-    return this.#queue.run(() => this.#native.logits(index));
+    return this.queue.run(() => this.native.logits(index));
   }
 
   /**
    * Frees the session's context. An operation in flight stops and rejects with ERR_DISPOSED, as do
    * queued ones. Safe to call more than once.
    */
-  async dispose(): Promise<void> {
-    await this.#queue.dispose(() => this.#native.dispose());
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
-  }
-
-  /** @internal */
-  onDispose(listener: () => void): void {
-    this.#queue.onDisposed(listener);
+  override dispose(): Promise<void> {
+    return super.dispose();
   }
 
   #sequenceIndex(value: unknown, name = 'sequence'): number {

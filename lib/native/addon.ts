@@ -67,7 +67,7 @@ export interface NativeGenerateOptions {
 export interface NativeGenerateResult {
   tokens: Int32Array;
   text: string;
-  finishReason: 'eos' | 'stop' | 'length';
+  finishReason: 'eos' | 'stop' | 'length' | 'context';
   sampledTokens: number;
   decodeCalls: number;
   position: number;
