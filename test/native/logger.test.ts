@@ -32,6 +32,29 @@ describe('logger', () => {
     assert.deepEqual(lines, []);
   });
 
+  it('a throwing logger becomes one process warning, not an uncaught exception', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    try {
+      let calls = 0;
+      setLogger(() => {
+        calls++;
+        throw new Error('logger failed');
+      }, 'info');
+      await (await Model.load((await tinyLlavaFast()).model)).dispose();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(calls > 1, 'the logger is called on');
+      const ours = warnings.filter((warning) => (warning as Error & { code?: string }).code === 'CHAIN_OF_SPOT_LOGGER');
+      assert.equal(ours.length, 1);
+      assert.match(ours[0]!.message, /logger failed/);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('rejects a logger that is not a function, and an unknown level', () => {
     assert.throws(() => setLogger('console' as unknown as null), TypeError);
     assert.throws(() => setLogger(() => undefined, 'verbose' as LogLevel), RangeError);

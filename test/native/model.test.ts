@@ -73,6 +73,38 @@ describe('Model', () => {
     await assert.rejects(Model.load('x', { mmap: 'yes' as unknown as boolean }), TypeError);
   });
 
+  it('a throwing onProgress rejects the load with what it threw (nothing is left uncaught)', async () => {
+    const thrown = new Error('progress failed');
+    let calls = 0;
+    const loading = Model.load((await tinyLlava()).model, {
+      onProgress: () => {
+        calls++;
+        throw thrown;
+      },
+    });
+    await assert.rejects(loading, (error: Error) => error === thrown || error.cause === thrown);
+    assert.equal(calls, 1, 'no progress after the call that threw');
+  });
+
+  it('progress reports all arrive before load() settles', async () => {
+    for (let run = 0; run < 3; run++) {
+      const progress: number[] = [];
+      const again = await Model.load((await tinyLlava()).model, { onProgress: (p) => progress.push(p) });
+      assert.equal(progress[progress.length - 1], 1, `run ${run}`);
+      await again.dispose();
+    }
+  });
+
+  it('disposing a model while createSession / loadProjector run disposes what they make', async () => {
+    const pair = await tinyLlavaFast();
+    const doomed = await Model.load(pair.model);
+    const session = doomed.createSession();
+    const projector = doomed.loadProjector(pair.mmproj);
+    await doomed.dispose();
+    await rejectsWithCode(session, 'ERR_DISPOSED');
+    await rejectsWithCode(projector, 'ERR_DISPOSED');
+  });
+
   it('aborts loading through an AbortSignal', async () => {
     const controller = new AbortController();
     controller.abort();

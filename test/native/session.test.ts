@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { Model } from '../../lib/llama/model';
 import type { Projector } from '../../lib/llama/projector';
 import type { RgbPixels, Session } from '../../lib/llama/session';
+import { defaultThreads } from '../../lib/native/threads';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
 
 /** A deterministic RGB test image: a gradient shifted by `seed`. */
@@ -66,6 +71,19 @@ describe('Session', () => {
   async function rewind(target: Session, position: number, lastToken: number): Promise<void> {
     await target.truncate(position - 1);
     await target.evaluate([lastToken]);
+  }
+
+  /** Asserts `target`'s logits equal those of a fresh session that `prepare` brings to the same point. */
+  async function assertLogitsOfFresh(target: Session, prepare: (fresh: Session) => Promise<unknown>): Promise<void> {
+    const fresh = await model.createSession();
+    try {
+      await prepare(fresh);
+      assert.equal(fresh.position(), target.position());
+      const difference = maxRelativeDifference((await target.logits())!, (await fresh.logits())!);
+      assert.ok(difference < 1e-3, `logits differ by ${difference}`);
+    } finally {
+      await fresh.dispose();
+    }
   }
 
   it('an image advances the position by exactly the projector token count', async () => {
@@ -285,8 +303,9 @@ describe('Session', () => {
       await small.evaluate(new Int32Array(256 - position - 10).fill(100));
       await rejectsWithCode(small.evaluateImage(projector, gradient(size, 1)), 'ERR_CONTEXT_FULL');
       assert.equal(small.position(), 246);
+      await small.evaluate(new Int32Array(10).fill(100));
       await rejectsWithCode(small.generate({ maxTokens: 50 }), 'ERR_CONTEXT_FULL');
-      assert.equal(small.position(), 246);
+      assert.equal(small.position(), 256);
     } finally {
       await small.dispose();
     }
@@ -319,6 +338,208 @@ describe('Session', () => {
     setTimeout(() => void doomed.dispose(), 20);
     await rejectsWithCode(generation, 'ERR_DISPOSED');
     await rejectsWithCode(queued, 'ERR_DISPOSED');
+  });
+
+  // Issue 11 §4: the session's edge cases.
+
+  it('generate() settles only after its last onText piece', async () => {
+    const lastToken = await evaluatePrompt(session, 'Stream it all.');
+    const start = session.position();
+    for (let run = 0; run < 10; run++) {
+      const pieces: string[] = [];
+      const result = await session.generate({ maxTokens: 6, onText: (text) => pieces.push(text) });
+      assert.equal(pieces.join(''), result.text, `run ${run}: every piece arrived before the promise settled`);
+      await rewind(session, start, lastToken);
+    }
+  });
+
+  it('a throwing onText rejects generate() with what it threw, even on the last piece', async () => {
+    const lastToken = await evaluatePrompt(session, 'Throw.');
+    const start = session.position();
+    for (let run = 0; run < 10; run++) {
+      const thrown = new Error(`onText failed ${run}`);
+      let calls = 0;
+      let outcome: unknown;
+      try {
+        // One token: its piece is the last thing generation does.
+        await session.generate({
+          maxTokens: 1,
+          onText: () => {
+            calls++;
+            throw thrown;
+          },
+        });
+      } catch (error) {
+        outcome = error;
+      }
+      await new Promise((resolve) => setImmediate(resolve)); // a piece that came late would be here now
+      if (calls > 0) {
+        assert.ok(outcome === thrown || (outcome as Error | undefined)?.cause === thrown, `run ${run}: ${String(outcome)}`);
+      }
+      assert.ok(calls <= 1, 'pieces after the one that threw are not delivered');
+      await rewind(session, start, lastToken);
+    }
+  });
+
+  it('a stop string leaves the sequence holding exactly the returned text', async () => {
+    const lastToken = await evaluatePrompt(session, 'Stop here.');
+    const start = session.position();
+    const full = await session.generate({ maxTokens: 24 });
+    await rewind(session, start, lastToken);
+    const middle = Math.floor(full.text.length / 2);
+    const stopAt = full.text.slice(middle, middle + 3);
+    const stopped = await session.generate({ maxTokens: 24, stop: [stopAt] });
+    assert.equal(stopped.finishReason, 'stop');
+    assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(stopAt)));
+    assert.equal(session.position(), start + stopped.tokens.length, 'the position ends with the text');
+    assert.equal(stopped.position, session.position());
+    // SentencePiece drops the first space when detokenizing.
+    assert.equal(model.detokenize(stopped.tokens), stopped.text.replace(/^ /, ''));
+
+    // The next turn continues after the returned text: the same logits as evaluating it from scratch.
+    await session.evaluate(' USER: next');
+    await assertLogitsOfFresh(session, async (fresh) => {
+      await evaluatePrompt(fresh, 'Stop here.');
+      await fresh.evaluate(Int32Array.from([...stopped.tokens, ...model.tokenize(' USER: next')]));
+    });
+  });
+
+  it('a stop string in the first piece leaves the sequence where generation started, ready to generate again', async () => {
+    const lastToken = await evaluatePrompt(session, 'Stop at once.');
+    const start = session.position();
+    const full = await session.generate({ maxTokens: 4 });
+    await rewind(session, start, lastToken);
+    const stopped = await session.generate({ maxTokens: 4, stop: [full.text.slice(0, 2)] });
+    assert.equal(stopped.finishReason, 'stop');
+    assert.equal(stopped.text, '');
+    assert.equal(stopped.tokens.length, 0);
+    assert.equal(session.position(), start);
+    const again = await session.generate({ maxTokens: 4 });
+    assert.deepEqual(Array.from(again.tokens), Array.from(full.tokens));
+  });
+
+  it('position() while an operation runs is the position before it', async () => {
+    await evaluatePrompt(session, 'Where are we?');
+    const start = session.position();
+    const seen: number[] = [];
+    const result = await session.generate({ maxTokens: 12, onText: () => seen.push(session.position()) });
+    assert.ok(seen.length > 0);
+    assert.deepEqual(seen, seen.map(() => start));
+    assert.equal(session.position(), start + result.tokens.length);
+  });
+
+  it('truncate below the last logits drops them: an image evaluated after it leaves no logits', async () => {
+    await session.evaluate('USER: ', { addBos: true });
+    const position = session.position();
+    await session.evaluate(new Int32Array(projector.info.tokensPerImage).fill(100));
+    await session.truncate(position);
+    await session.evaluateImage(projector, gradient(size, 1));
+    assert.equal(session.position(), position + projector.info.tokensPerImage);
+    assert.equal(await session.logits(), null, 'the logits of the truncated text are gone');
+    await rejectsWithCode(session.generate({ maxTokens: 2 }), 'ERR_NATIVE');
+  });
+
+  it("generation that fills the context ends with finishReason 'context' and keeps what it streamed", async () => {
+    const small = await model.createSession({ contextSize: 256 });
+    try {
+      await small.evaluate('Hello', { addBos: true });
+      await small.evaluate(new Int32Array(246 - small.position()).fill(100));
+      const pieces: string[] = [];
+      const result = await small.generate({ maxTokens: 50, onText: (text) => pieces.push(text) });
+      assert.equal(result.finishReason, 'context');
+      assert.equal(result.tokens.length, 10);
+      assert.equal(small.position(), 256);
+      assert.equal(pieces.join(''), result.text);
+    } finally {
+      await small.dispose();
+    }
+  });
+
+  it('an image that finds no free cell in the cache the sequences share rejects with ERR_CONTEXT_FULL', async () => {
+    const shared = await model.createSession({ contextSize: 256, sequences: 2 });
+    try {
+      await shared.evaluate(new Int32Array(150).fill(100), { sequence: 0 });
+      await shared.evaluate(new Int32Array(45).fill(100), { sequence: 1 });
+      // Sequence 1 has room for 64 more tokens, but only 61 cells are free.
+      await rejectsWithCode(shared.evaluateImage(projector, gradient(size, 1), { sequence: 1 }), 'ERR_CONTEXT_FULL');
+      assert.equal(shared.position(1), 45);
+      await shared.evaluate(new Int32Array(10).fill(100), { sequence: 1 });
+      assert.equal(shared.position(1), 55);
+    } finally {
+      await shared.dispose();
+    }
+  });
+
+  it('clear() empties every sequence: the same prompt then gives the same logits as in a fresh session', async () => {
+    await evaluatePrompt(session, 'Before clearing.', 2);
+    await session.clear();
+    assert.equal(session.position(), 0);
+    await evaluatePrompt(session, 'After clearing.', 3);
+    await assertLogitsOfFresh(session, (fresh) => evaluatePrompt(fresh, 'After clearing.', 3));
+  });
+
+  it('a session keeps its compute threads between decodes (a threadpool of its own)', async function () {
+    if (!existsSync('/proc/self/task')) this.skip();
+    const threads = (): number => readdirSync('/proc/self/task').length;
+    const before = threads();
+    const pooled = await model.createSession({ threads: 4 });
+    try {
+      await pooled.evaluate('Hello there', { addBos: true });
+      await pooled.generate({ maxTokens: 2 });
+      assert.ok(threads() - before >= 3, `${threads() - before} threads more than before`);
+    } finally {
+      await pooled.dispose();
+    }
+    assert.equal(threads(), before, 'disposing the session ends its threads');
+  });
+
+  it('the default thread count is the physical cores', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'cos-cpus-'));
+    try {
+      // Two hyper-threads of one core.
+      for (const cpu of ['cpu0', 'cpu1']) {
+        await mkdir(path.join(root, cpu, 'topology'), { recursive: true });
+        await writeFile(path.join(root, cpu, 'topology', 'core_id'), '0\n');
+        await writeFile(path.join(root, cpu, 'topology', 'physical_package_id'), '0\n');
+      }
+      assert.equal(defaultThreads(root), 1);
+      assert.ok(defaultThreads(path.join(root, 'missing')) >= 1, 'falls back to the CPUs it may use');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('evaluate() and evaluateImage() use the tokens and pixels as they were at the call', async () => {
+    const tokens = model.tokenize(' hello there');
+    const image = gradient(size, 4);
+    const calls = [
+      session.evaluate('USER:', { addBos: true }),
+      session.evaluate(tokens),
+      session.evaluateImage(projector, image),
+      session.evaluate(' ok'),
+    ];
+    tokens.fill(100); // the calls wait in the queue meanwhile
+    image.data.fill(0);
+    await Promise.all(calls);
+    await assertLogitsOfFresh(session, async (fresh) => {
+      await fresh.evaluate('USER:', { addBos: true });
+      await fresh.evaluate(' hello there');
+      await fresh.evaluateImage(projector, gradient(size, 4));
+      await fresh.evaluate(' ok');
+    });
+  });
+
+  it('seed 0xFFFFFFFF is reproducible like every other seed', async () => {
+    const lastToken = await evaluatePrompt(session, 'Describe it.');
+    const start = session.position();
+    const sample = async (): Promise<string> => {
+      const result = await session.generate({ maxTokens: 24, temperature: 1.5, seed: 0xffffffff });
+      await rewind(session, start, lastToken);
+      return Array.from(result.tokens).join(',');
+    };
+    const first = await sample();
+    assert.equal(await sample(), first);
+    assert.equal(await sample(), first);
   });
 
   it('invalid arguments throw TypeError / RangeError before any work', async () => {
