@@ -26,32 +26,18 @@ import {
   withProjectorWidth,
   withTextWidth,
   writeTinyLlava,
-  type TinyVocab,
 } from '../../lib/models/tiny-model';
+import { tinyLlavaFast } from '../support/models';
 
-/**
- * llama.cpp's SPM tokenizer (`llm_tokenizer_spm_session`), for plain text: prefix a space, turn
- * spaces into `▁`, split into characters, then repeatedly merge the adjacent pair whose concatenation
- * is a piece with the highest score (leftmost on ties); leftovers that are not pieces become bytes.
- */
-function spmTokenize(vocab: TinyVocab, text: string): string[] {
-  const ids = new Map(vocab.tokens.map((t, i) => [t, i]));
-  const symbols = [...(SPM_SPACE + text.replaceAll(' ', SPM_SPACE))];
-  for (;;) {
-    let best = -1;
-    let bestScore = -Infinity;
-    for (let i = 0; i + 1 < symbols.length; i++) {
-      const id = ids.get(symbols[i]! + symbols[i + 1]!);
-      if (id !== undefined && vocab.scores[id]! > bestScore) {
-        best = i;
-        bestScore = vocab.scores[id]!;
-      }
-    }
-    if (best < 0) break;
-    symbols.splice(best, 2, symbols[best]! + symbols[best + 1]!);
+/** The pieces llama.cpp's own SPM tokenizer makes of `text` with the model at `path`. */
+async function llamaPieces(path: string, text: string): Promise<string[]> {
+  const model = await Model.load(path);
+  try {
+    const vocab = (await readGgufHeader(path)).kv.get('tokenizer.ggml.tokens')!.value as string[];
+    return Array.from(model.tokenize(text), (id) => vocab[id]!);
+  } finally {
+    await model.dispose();
   }
-  return symbols.flatMap((s) =>
-    ids.has(s) ? [s] : [...Buffer.from(s, 'utf8')].map((b) => vocab.tokens[BYTE_TOKEN_BASE + b]!));
 }
 
 function value(header: GgufHeader, key: string): GgufValue['value'] | undefined {
@@ -131,11 +117,11 @@ describe('tiny-model', () => {
       }
     });
 
-    it('tokenizes a LLaVA turn into whole words, and a box into digits and punctuation', () => {
+    it("llama.cpp tokenizes a LLaVA turn into whole words, and a box into digits and punctuation", async () => {
       const text = 'A chat between a curious user and an artificial intelligence assistant. USER: What is the region of interest? '
         + 'ASSISTANT: [0.0, 0.072, 0.586, 1.0]';
       const s = SPM_SPACE;
-      assert.deepEqual(spmTokenize(vocab, text), [
+      assert.deepEqual(await llamaPieces((await tinyLlavaFast()).model, text), [
         `${s}A`, `${s}chat`, `${s}between`, `${s}a`, `${s}curious`, `${s}user`, `${s}and`, `${s}an`, `${s}artificial`,
         `${s}intelligence`, `${s}assistant`, '.', `${s}USER`, ':', `${s}What`, `${s}is`, `${s}the`, `${s}region`, `${s}of`,
         `${s}interest`, '?', `${s}ASSISTANT`, ':', `${s}[`, '0', '.', '0', ',', s, '0', '.', '0', '7', '2', ',', s, '0', '.',
@@ -143,17 +129,19 @@ describe('tiny-model', () => {
       ]);
     });
 
-    it('falls back to byte tokens for text outside the vocabulary', () => {
-      assert.deepEqual(spmTokenize(vocab, 'é\n'), [`${SPM_SPACE}`, '<0xC3>', '<0xA9>', '<0x0A>']);
+    it('llama.cpp falls back to byte tokens for text outside the vocabulary', async () => {
+      assert.deepEqual(await llamaPieces((await tinyLlavaFast()).model, 'é\n'), [`${SPM_SPACE}`, '<0xC3>', '<0xA9>', '<0x0A>']);
     });
 
-    it('pads to a requested size with filler pieces that prompts never tokenize into', () => {
+    it('pads to a requested size with filler pieces that prompts never tokenize into', async function () {
+      this.timeout(60_000);
       const padded = tinyVocab(32000);
       assert.equal(padded.tokens.length, 32000);
       assert.equal(new Set(padded.tokens).size, 32000);
       assert.deepEqual(padded.tokens.slice(0, vocab.tokens.length), vocab.tokens);
       const text = 'USER: What is the region of interest? ASSISTANT: [0.0, 0.072, 0.586, 1.0] émoji 🙂';
-      assert.deepEqual(spmTokenize(padded, text), spmTokenize(vocab, text));
+      const paddedPair = await writeTinyLlava(join(dir, 'padded'), { ...TINY_LLAVA_FAST, name: 'padded', vocabSize: 32000 });
+      assert.deepEqual(await llamaPieces(paddedPair.model, text), await llamaPieces((await tinyLlavaFast()).model, text));
       assert.throws(() => tinyVocab(vocab.tokens.length - 1), RangeError);
     });
   });
