@@ -333,9 +333,14 @@ describe('Session', () => {
   it('dispose during generation settles the call with ERR_DISPOSED', async () => {
     const doomed = await model.createSession();
     await evaluatePrompt(doomed, 'Long answer.');
-    const generation = doomed.generate({ maxTokens: 1500 });
+    let pieces = 0;
+    const generation = doomed.generate({
+      maxTokens: 1500,
+      onText: () => {
+        if (++pieces === 3) void doomed.dispose();
+      },
+    });
     const queued = doomed.evaluate('never');
-    setTimeout(() => void doomed.dispose(), 20);
     await rejectsWithCode(generation, 'ERR_DISPOSED');
     await rejectsWithCode(queued, 'ERR_DISPOSED');
   });
