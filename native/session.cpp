@@ -211,8 +211,15 @@ class SessionWorker : public OwnerWorker<Session> {
       Work();
     } catch (...) {
       Restore(*state_, seq_id_, checkpoint);
+      PauseThreads();
       throw;
     }
+    PauseThreads();
+  }
+
+  // The compute threads stop polling until the next decode resumes them.
+  void PauseThreads() {
+    if (state_->threadpool != nullptr) ggml_threadpool_pause(state_->threadpool);
   }
 
   Sequence & sequence() { return state_->sequences[seq_id_]; }
@@ -233,7 +240,10 @@ class SessionCreateWorker : public Session::CreateWorker {
   void Run() override {
     LogCapture capture;
     // Without a threadpool of its own, ggml starts and joins its threads for every decode.
+    // Its threads poll for work between decodes (waking sleeping threads costs more than a token on a
+    // busy machine) and sleep between operations: SessionWorker pauses it when its work is done.
     ggml_threadpool_params pool_params = ggml_threadpool_params_default(params_.n_threads);
+    pool_params.paused = true;
     ggml_threadpool * pool = ggml_threadpool_new(&pool_params);
     llama_context * context = llama_init_from_model(model_->model, params_);
     if (context == nullptr) {
