@@ -1,5 +1,5 @@
 // Session: a llama.cpp context (KV cache) over a Model, holding one or more sequences.
-// JS: lib/session.ts wraps it and queues calls, so one native operation runs at a time.
+// JS: lib/llama/session.ts wraps it and queues calls, so one native operation runs at a time.
 #pragma once
 
 #include <napi.h>

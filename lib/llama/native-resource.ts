@@ -21,7 +21,6 @@ export abstract class NativeResource<N extends NativeObject> {
   protected readonly queue: OperationQueue;
   readonly #native: N;
   readonly #dependents = new Set<NativeResource<NativeObject>>();
-  #disposal: Promise<void> | undefined;
 
   /**
    * @param what how errors name the object ("the session")
@@ -64,13 +63,12 @@ export abstract class NativeResource<N extends NativeObject> {
    * every call on the object rejects with ERR_DISPOSED; each call resolves once all is freed.
    */
   dispose(): Promise<void> {
-    this.#disposal ??= this.queue.dispose(async () => {
+    return this.queue.dispose(async () => {
       const dependents = [...this.#dependents];
       this.#dependents.clear();
       await Promise.all(dependents.map((dependent) => dependent.dispose()));
       this.#native.dispose();
     });
-    return this.#disposal;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

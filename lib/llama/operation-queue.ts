@@ -9,6 +9,7 @@ import { abortedError, callerStack, disposedError, rethrowWithCallerStack } from
 export class OperationQueue {
   #tail: Promise<unknown> = Promise.resolve();
   #disposed = false;
+  #disposal: Promise<void> | undefined;
   readonly #onDisposed: (() => void)[] = [];
 
   /**
@@ -53,13 +54,17 @@ export class OperationQueue {
   }
 
   /**
-   * Marks the object disposed, stops the operation in flight, runs `disposeNative` and resolves once
-   * it and every queued operation have settled. Call it once (NativeResource keeps its promise).
+   * Marks the object disposed, stops the operation in flight, runs `disposeNative` (on the first
+   * call only) and resolves once it and every queued operation have settled. Safe to call more
+   * than once.
    */
   async dispose(disposeNative: () => Promise<void> | void): Promise<void> {
-    this.#disposed = true;
-    this.abortNative();
-    await disposeNative();
+    if (this.#disposal === undefined) {
+      this.#disposed = true;
+      this.abortNative();
+      this.#disposal = (async () => disposeNative())();
+    }
+    await this.#disposal;
     await this.#tail;
     for (const listener of this.#onDisposed.splice(0)) listener();
   }
