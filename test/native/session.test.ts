@@ -460,6 +460,22 @@ describe('Session', () => {
     }
   });
 
+  it("generation that finds no free cell in the cache the sequences share ends with finishReason 'context'", async () => {
+    const shared = await model.createSession({ contextSize: 256, sequences: 2 });
+    try {
+      await shared.evaluate(new Int32Array(200).fill(100), { sequence: 0 });
+      await shared.evaluate('Hello', { addBos: true, sequence: 1 });
+      const start = shared.position(1);
+      // Sequence 1 has room for 200 more tokens, but the cache only for 256 - 200 - start.
+      const result = await shared.generate({ maxTokens: 100, sequence: 1 });
+      assert.equal(result.finishReason, 'context');
+      assert.ok(result.tokens.length >= 256 - 200 - start, `${result.tokens.length} tokens`);
+      assert.equal(shared.position(1), start + result.tokens.length);
+    } finally {
+      await shared.dispose();
+    }
+  });
+
   it('an image that finds no free cell in the cache the sequences share rejects with ERR_CONTEXT_FULL', async () => {
     const shared = await model.createSession({ contextSize: 256, sequences: 2 });
     try {
