@@ -6,6 +6,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ChainOfSpotError } from '../common/errors';
+import { demoModelFiles } from '../models/demo-model';
 
 /** The usage text of `chain-of-spot --help`. */
 export const USAGE = `Usage: chain-of-spot <command> [options]
@@ -15,15 +16,19 @@ image that matters for the question, then answers with that region zoomed in.
 
 Commands:
   ask IMAGE QUESTION     answer a question about an image
-  demo                   run the whole procedure on a bundled photo, with a tiny random-weight model
-  eval DATA.jsonl        answer each line's question and score it (VQAv2 accuracy, exact match);
+  demo                   run the whole procedure with the bundled demo model on a generated scene
+  eval DATA.jsonl        answer each line's question and score it (VQAv2 accuracy, exact match, and
+                         the region's IoU where a line has a true "box");
                          lines are {"image": path, "question": text, "answers": [text, ...], "id": ...};
                          questions are asked as written (LLaVA's VQAv2 protocol ends each with
                          "\\nAnswer the question using a single word or phrase.")
+  scenes                 write generated scenes with tag-reading questions, in the JSONL eval reads
 
 Model options (ask, eval):
   -m, --model FILE       the LLaVA-1.5 text model (GGUF)                           (required)
       --mmproj FILE      its projector (the mmproj GGUF released with it)          (required)
+      --demo-model       instead of --model and --mmproj: the small trained pair shipped in the
+                         package, which reads the digit on a tag of a generated scene
       --gpu-layers N     text model layers on the GPU: a number, auto or max       (default auto)
       --threads N        CPU threads                                               (default: all)
       --max-tokens N     most tokens of the answer                                 (default 128)
@@ -47,6 +52,12 @@ eval options:
 demo options:
       --out DIR          where to write chain-of-spot-demo.png and chain-of-spot-demo-roi.png
                          (default: the current folder)
+
+scenes options:
+      --count N          how many questions to write                               (required)
+      --seed S           the scenes' seed: the same seed writes the same files     (default 0)
+      --out DIR          where to write questions.jsonl and images/                 (required)
+      --backgrounds DIR  photos to crop backgrounds from (default: gradients and noise only)
 
 Other options:
       --debug            on failure print the stack trace; print llama.cpp's log
@@ -74,6 +85,7 @@ const MODEL_OPTIONS = {
   threads: { type: 'string' },
   'max-tokens': { type: 'string' },
   'no-grammar': { type: 'boolean' },
+  'demo-model': { type: 'boolean' },
 } as const;
 
 const ASK_OPTIONS = {
@@ -98,6 +110,14 @@ const DEMO_OPTIONS = {
   out: { type: 'string' },
 } as const;
 
+const SCENES_OPTIONS = {
+  ...COMMON_OPTIONS,
+  count: { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  backgrounds: { type: 'string' },
+} as const;
+
 /** What the model options say, checked. */
 export interface ModelArgs {
   model: string;
@@ -114,7 +134,8 @@ export type Command =
   | { command: 'version' }
   | { command: 'ask'; image: string; question: string; model: ModelArgs; json: boolean; stream: boolean; annotate?: string; saveRoi?: string }
   | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean; reference?: true }
-  | { command: 'demo'; out: string };
+  | { command: 'demo'; out: string }
+  | { command: 'scenes'; count: number; seed: number; out: string; backgrounds?: string };
 
 /**
  * Parses the arguments after `chain-of-spot`. Pure: checks only what the arguments say, not the files.
@@ -122,7 +143,7 @@ export type Command =
  */
 export function parseCommandLine(argv: readonly string[]): Command {
   const [command, ...rest] = argv;
-  if (command === undefined) throw usageError('no command given: use ask, demo or eval');
+  if (command === undefined) throw usageError('no command given: use ask, demo, eval or scenes');
   if (command === '-h' || command === '--help' || command === 'help') return { command: 'help' };
   if (command === '-v' || command === '--version') return { command: 'version' };
   const parse = (options: ParseArgsConfig['options'], positionals: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } => {
@@ -169,20 +190,34 @@ export function parseCommandLine(argv: readonly string[]): Command {
       if (values.help) return { command: 'help' };
       return { command: 'demo', out: typeof values.out === 'string' ? values.out : '.' };
     }
+    case 'scenes': {
+      const { values } = parse(SCENES_OPTIONS, []);
+      if (values.help) return { command: 'help' };
+      if (values.count === undefined || typeof values.out !== 'string') throw usageError('scenes needs --count N and --out DIR');
+      const seed = values.seed === undefined ? 0 : integerArg(values.seed, '--seed', 0, 'a whole number from 0 to 4294967295', 0xffffffff);
+      const parsed: Command = { command: 'scenes', count: integerArg(values.count, '--count', 1), seed, out: values.out };
+      if (typeof values.backgrounds === 'string') parsed.backgrounds = values.backgrounds;
+      return parsed;
+    }
     default:
-      throw usageError(`unknown command '${command}': use ask, demo or eval`);
+      throw usageError(`unknown command '${command}': use ask, demo, eval or scenes`);
   }
 }
 
 function modelArgs(values: Record<string, string | boolean | undefined>, command: string): ModelArgs {
   const { model, mmproj } = values;
-  if (typeof model !== 'string' || typeof mmproj !== 'string') {
-    throw usageError(`${command} needs --model FILE and --mmproj FILE (a LLaVA-1.5 GGUF and its projector)`);
+  let files: { model: string; mmproj: string };
+  if (values['demo-model'] === true) {
+    if (model !== undefined || mmproj !== undefined) throw usageError(`${command}: --demo-model replaces --model and --mmproj; give one or the other`);
+    files = demoModelFiles();
+  } else if (typeof model !== 'string' || typeof mmproj !== 'string') {
+    throw usageError(`${command} needs --model FILE and --mmproj FILE (a LLaVA-1.5 GGUF and its projector), or --demo-model`);
+  } else {
+    files = { model, mmproj };
   }
   const gpuLayers = values['gpu-layers'];
   return {
-    model,
-    mmproj,
+    ...files,
     gpuLayers: gpuLayers === undefined || gpuLayers === 'auto' || gpuLayers === 'max' ? (gpuLayers ?? 'auto') : integerArg(gpuLayers, '--gpu-layers', 0, 'a number, auto or max'),
     threads: values.threads === undefined ? undefined : integerArg(values.threads, '--threads', 1),
     maxTokens: values['max-tokens'] === undefined ? undefined : integerArg(values['max-tokens'], '--max-tokens', 1),
@@ -190,9 +225,9 @@ function modelArgs(values: Record<string, string | boolean | undefined>, command
   };
 }
 
-function integerArg(value: string | boolean, flag: string, min: number, expected = `a whole number from ${min}`): number {
+function integerArg(value: string | boolean, flag: string, min: number, expected = `a whole number from ${min}`, max = Number.MAX_SAFE_INTEGER): number {
   const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(number) || number < min) throw usageError(`${flag} must be ${expected}, got ${JSON.stringify(value)}`);
+  if (!Number.isSafeInteger(number) || number < min || number > max) throw usageError(`${flag} must be ${expected}, got ${JSON.stringify(value)}`);
   return number;
 }
 

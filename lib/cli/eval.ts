@@ -2,7 +2,7 @@
  * `chain-of-spot eval DATA.jsonl`: answers every question of a file (Chain-of-Spot or the plain
  * baseline), scores it, and keeps predictions line by line so an interrupted run can resume.
  */
-import { planEval, readEvalData, runEval, summarize, type Answerer, type EvalSummary } from '../eval/vqa';
+import { IOU_THRESHOLD, planEval, readEvalData, runEval, summarize, type Answerer, type EvalSummary } from '../eval/vqa';
 import type { Command } from './args';
 import { checkOutputFolder, loadModel } from './io';
 import { formatDuration, Progress } from './progress';
@@ -72,6 +72,9 @@ export function formatSummary(summary: EvalSummary, out: string | undefined): st
       `VQA accuracy: ${percent(summary.vqa)} (official average over the leave-one-answer-out subsets: ${percent(summary.vqaAveraged)})`,
       `Exact match:  ${percent(summary.exact)}`,
     );
+  }
+  if (summary.boxes > 0) {
+    lines.push(`Region:       ${percent(summary.boxHits)} with IoU >= ${IOU_THRESHOLD} against the true box (mean IoU ${summary.meanIou.toFixed(3)}, ${summary.boxes} questions)`);
   }
   if (summary.meanMs > 0) lines.push(`Time:         ${formatDuration(summary.meanMs)} per question`);
   return `${lines.join('\n')}\n`;

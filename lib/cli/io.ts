@@ -1,10 +1,9 @@
 /**
  * What the commands share: reading the image, loading the model with a progress display, checking
- * and writing output files, the demo's cache folder and the package version.
+ * and writing output files, and the package version.
  */
 import { readFileSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../common/errors';
@@ -15,17 +14,6 @@ import type { ModelArgs } from './args';
 import { Progress } from './progress';
 
 // --- files ---------------------------------------------------------------------------------------
-
-/**
- * Where the demo keeps its tiny model: `$CHAIN_OF_SPOT_CACHE`, else `$XDG_CACHE_HOME/chain-of-spot`,
- * else `~/.cache/chain-of-spot`.
- */
-export function cacheDir(env: NodeJS.ProcessEnv, home: string = homedir()): string {
-  if (env.CHAIN_OF_SPOT_CACHE) return path.resolve(env.CHAIN_OF_SPOT_CACHE);
-  // The XDG spec says to ignore a relative XDG_CACHE_HOME.
-  const xdg = env.XDG_CACHE_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.cache'), 'chain-of-spot');
-}
 
 export function packageVersion(): string {
   return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;

@@ -9,6 +9,7 @@ import { ask } from './ask';
 import { demo } from './demo';
 import { evaluate } from './eval';
 import { packageVersion } from './io';
+import { scenes } from './scenes';
 
 /** Runs a parsed command; resolves to the exit status. */
 async function run(command: Command, signal: AbortSignal): Promise<number> {
@@ -25,6 +26,8 @@ async function run(command: Command, signal: AbortSignal): Promise<number> {
       return evaluate(command, signal);
     case 'demo':
       return demo(command, signal);
+    case 'scenes':
+      return scenes(command);
   }
 }
 

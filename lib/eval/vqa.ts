@@ -11,6 +11,7 @@ import path from 'node:path';
 
 import type { RegionOfInterest } from '../procedure/chain-of-spot';
 import { ChainOfSpotError } from '../common/errors';
+import { boxIou, type Box } from '../image/geometry';
 
 // --- scoring -------------------------------------------------------------------------------------
 
@@ -147,6 +148,8 @@ export interface EvalItem {
   readonly question: string;
   /** The human answers; without them the item is answered but not scored. */
   readonly answers?: readonly string[];
+  /** The true region, `[left, top, right, bottom]` as fractions of the padded square; with it, turn one's box is scored. */
+  readonly box?: Box;
 }
 
 /**
@@ -173,7 +176,7 @@ export function parseEvalData(text: string, baseDir: string, source: string): Ev
     }
     const problem = recordProblem(value);
     if (problem !== undefined) throw fail(problem);
-    const { image, question, answers, id } = value as DataRecord;
+    const { image, question, answers, id, box } = value as DataRecord;
     if (id !== undefined) {
       if (ids.has(id)) throw fail(`the id ${JSON.stringify(id)} is used twice (ids must be unique, to match predictions to questions)`);
       ids.add(id);
@@ -184,6 +187,7 @@ export function parseEvalData(text: string, baseDir: string, source: string): Ev
       image: path.resolve(baseDir, image),
       question,
       ...(answers === undefined ? {} : { answers }),
+      ...(box === undefined ? {} : { box: { left: box[0], top: box[1], right: box[2], bottom: box[3] } }),
     });
   });
   if (items.length === 0) throw new ChainOfSpotError('ERR_EVAL_DATA', `${source} holds no questions; add lines like {"image": "cat.jpg", "question": "What is this?", "answers": ["cat"]}`);
@@ -196,18 +200,22 @@ interface DataRecord {
   question: string;
   answers?: string[];
   id?: string | number;
+  box?: [number, number, number, number];
 }
 
 /** What is wrong with a parsed line, or undefined when it is a {@link DataRecord}. */
 function recordProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
-  const { image, question, answers, id } = value as Record<string, unknown>;
+  const { image, question, answers, id, box } = value as Record<string, unknown>;
   if (typeof image !== 'string' || image === '') return '"image" must be a non-empty string';
   if (typeof question !== 'string' || question.trim() === '') return '"question" must be a non-empty string';
   if (answers !== undefined && (!Array.isArray(answers) || answers.length === 0 || !answers.every((answer) => typeof answer === 'string'))) {
     return '"answers" must be a non-empty array of strings';
   }
   if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') return '"id" must be a string or a number';
+  if (box !== undefined && !(Array.isArray(box) && box.length === 4 && box.every((value) => typeof value === 'number' && Number.isFinite(value)))) {
+    return '"box" must be [left, top, right, bottom], four numbers';
+  }
   return undefined;
 }
 
@@ -240,6 +248,8 @@ export interface Prediction {
   timings: { totalMs: number } | null;
   /** Null when the item has no human answers. A failed item scores 0. */
   score: AnswerScore | null;
+  /** The region's intersection over union with the item's true box; only when both exist. */
+  iou?: number;
   /** Why the item failed (an unreadable image, a question too long for the context). */
   error?: { code: string; message: string };
 }
@@ -403,6 +413,7 @@ function predictionOf(item: EvalItem, mode: EvalMode, result: EvalAnswer): Predi
     region: result.region,
     timings: { totalMs: Math.round(result.timings.totalMs * 10) / 10 },
     score: item.answers ? scoreAnswer(result.answer, item.answers) : null,
+    ...(item.box && result.region ? { iou: Math.round(boxIou(result.region.box, item.box) * 1e4) / 1e4 } : {}),
   };
 }
 
@@ -434,12 +445,21 @@ export interface EvalSummary {
   exact: number;
   /** Mean time per answered item, in milliseconds. */
   meanMs: number;
+  /** Predictions whose region was scored against a true box. */
+  boxes: number;
+  /** The fraction of those whose IoU reached {@link IOU_THRESHOLD}. */
+  boxHits: number;
+  meanIou: number;
 }
+
+/** The IoU at which a region counts as having found the true one. */
+export const IOU_THRESHOLD = 0.5;
 
 /** Sums up predictions (see {@link EvalSummary}); means of nothing are 0. */
 export function summarize(predictions: readonly Prediction[]): EvalSummary {
   const scores = predictions.flatMap((prediction) => (prediction.score ? [prediction.score] : []));
   const times = predictions.flatMap((prediction) => (prediction.timings ? [prediction.timings.totalMs] : []));
+  const ious = predictions.flatMap((prediction) => (prediction.iou === undefined ? [] : [prediction.iou]));
   const mean = (values: number[]): number => (values.length === 0 ? 0 : values.reduce((sum, value) => sum + value, 0) / values.length);
   return {
     predictions: predictions.length,
@@ -449,5 +469,8 @@ export function summarize(predictions: readonly Prediction[]): EvalSummary {
     vqaAveraged: mean(scores.map((score) => score.vqaAveraged)),
     exact: mean(scores.map((score) => (score.exact ? 1 : 0))),
     meanMs: mean(times),
+    boxes: ious.length,
+    boxHits: mean(ious.map((iou) => (iou >= IOU_THRESHOLD ? 1 : 0))),
+    meanIou: mean(ious),
   };
 }

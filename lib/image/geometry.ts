@@ -143,3 +143,12 @@ export function roundHalfEven(value: number): number {
   const nearest = Math.round(value); // JavaScript rounds halves up
   return (nearest - value === 0.5 && nearest % 2 !== 0 ? nearest - 1 : nearest) + 0; // + 0: no -0
 }
+
+/** The intersection over union of two boxes: 0 when they do not overlap or either has no area. */
+export function boxIou(a: Box, b: Box): number {
+  const width = Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left));
+  const height = Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
+  const intersection = width * height;
+  const union = (a.right - a.left) * (a.bottom - a.top) + (b.right - b.left) * (b.bottom - b.top) - intersection;
+  return union > 0 ? intersection / union : 0;
+}

@@ -9,8 +9,8 @@ import sharp from 'sharp';
 import { REGION_COLOUR } from '../../lib/image/annotate';
 import type { RegionOfInterest } from '../../lib/procedure/chain-of-spot';
 import { parseCommandLine } from '../../lib/cli/args';
+import { demoModelFiles } from '../../lib/models/demo-model';
 import { errorReport } from '../../lib/cli/main';
-import { cacheDir } from '../../lib/cli/io';
 import type { RgbImage } from '../../lib/common/rgb-image';
 import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
@@ -369,7 +369,19 @@ describe('command line parsing', () => {
     assert.deepEqual(parseCommandLine(['demo', '--out', 'pics']), { command: 'demo', out: 'pics' });
   });
 
-  for (const args of [['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--gpu-layers', 'some'], ['eval', 'd', '-m', 'm', '--mmproj', 'p', '--limit', '-1'], ['demo', 'extra']]) {
+  it('reads the scenes options and --demo-model', () => {
+    assert.deepEqual(parseCommandLine(['scenes', '--count', '500', '--seed', '7', '--out', 'held-out', '--backgrounds', 'photos']), {
+      command: 'scenes', count: 500, seed: 7, out: 'held-out', backgrounds: 'photos',
+    });
+    assert.deepEqual(parseCommandLine(['scenes', '--count', '3', '--out', 'o']), { command: 'scenes', count: 3, seed: 0, out: 'o' });
+    const demoModel = demoModelFiles();
+    const parsed = parseCommandLine(['eval', 'd.jsonl', '--demo-model', '--baseline']);
+    assert.ok(parsed.command === 'eval');
+    assert.deepEqual([parsed.model.model, parsed.model.mmproj], [demoModel.model, demoModel.mmproj]);
+    assert.ok(demoModel.model.startsWith(path.join(PACKAGE_ROOT, 'assets', 'demo-model')));
+  });
+
+  for (const args of [['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--gpu-layers', 'some'], ['eval', 'd', '-m', 'm', '--mmproj', 'p', '--limit', '-1'], ['demo', 'extra'], ['scenes', '--out', 'o'], ['scenes', '--count', '0', '--out', 'o'], ['scenes', '--count', '2', '--seed', '4294967296', '--out', 'o'], ['ask', 'i', 'q', '--demo-model', '-m', 'm']]) {
     it(`rejects ${args.join(' ')}`, () => assert.throws(() => parseCommandLine(args), { code: 'ERR_USAGE' }));
   }
 
@@ -383,12 +395,6 @@ describe('command line parsing', () => {
     assert.match(errorReport(new Error('boom'), true).text, /^chain-of-spot: error: boom\nError: boom\n\s+at /);
   });
 
-  it('keeps the demo model in CHAIN_OF_SPOT_CACHE, else XDG_CACHE_HOME, else ~/.cache', () => {
-    assert.equal(cacheDir({ CHAIN_OF_SPOT_CACHE: '/c', XDG_CACHE_HOME: '/x' }, '/home/u'), path.resolve('/c'));
-    assert.equal(cacheDir({ XDG_CACHE_HOME: '/x' }, '/home/u'), path.join('/x', 'chain-of-spot'));
-    assert.equal(cacheDir({ XDG_CACHE_HOME: 'relative' }, '/home/u'), path.join('/home/u', '.cache', 'chain-of-spot'));
-    assert.equal(cacheDir({}, '/home/u'), path.join('/home/u', '.cache', 'chain-of-spot'));
-  });
 });
 
 describe('progress display', () => {

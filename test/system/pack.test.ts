@@ -82,7 +82,7 @@ describe('the npm package', function () {
       await mkdir(bin);
       for (const tool of ['node', 'npm', 'npx', 'sh']) await symlink(which(tool), path.join(bin, tool));
       await writeFile(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-      env = { ...process.env, PATH: bin, CC: '/nonexistent/cc', CXX: '/nonexistent/c++', CHAIN_OF_SPOT_CACHE: path.join(work, 'cache') };
+      env = { ...process.env, PATH: bin, CC: '/nonexistent/cc', CXX: '/nonexistent/c++' };
       delete env.CHAIN_OF_SPOT_BINARY;
       // The registry gives the dependencies (sharp's own binaries are registry packages); npm 11 does
       // not run a dependency's install script until allowed, so the next test runs ours by hand.

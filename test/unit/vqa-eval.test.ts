@@ -175,6 +175,28 @@ describe('evaluation runner', () => {
     assert.equal(summary.meanMs, 10);
   });
 
+  it("scores turn one's region against a true box: IoU per prediction, the share at 0.5 or more", async () => {
+    const boxed = parseEvalData(
+      [
+        '{"image": "a.png", "question": "q1", "answers": ["1"], "box": [0.1, 0.1, 0.3, 0.3]}',
+        '{"image": "b.png", "question": "q2", "answers": ["2"], "box": [0.5, 0.5, 0.7, 0.7]}',
+        '{"image": "c.png", "question": "q3", "answers": ["3"]}',
+      ].join('\n'),
+      dir,
+      'boxes.jsonl',
+    );
+    assert.deepEqual(boxed[0]!.box, { left: 0.1, top: 0.1, right: 0.3, bottom: 0.3 });
+    // The same region for every question: a hit for the first (IoU 4/7), a miss for the second.
+    const region = { box: { left: 0.1, top: 0.1, right: 0.4, bottom: 0.3 }, pixels: { left: 0, top: 0, right: 1, bottom: 1 }, source: 'model' as const };
+    const run = await runEval(await planEval({ items: boxed, mode: 'chain-of-spot' }), async () => ({ answer: '1', region, timings: { totalMs: 1 } }));
+    assert.deepEqual(run.predictions.map((p) => p.iou), [0.6667, 0, undefined]);
+    const summary = summarize(run.predictions);
+    assert.equal(summary.boxes, 2);
+    assert.equal(summary.boxHits, 0.5);
+    near(summary.meanIou, 0.6667 / 2);
+    assert.throws(() => parseEvalData('{"image": "a.png", "question": "q", "box": [0, 0, 1]}', dir, 'bad.jsonl'), /"box" must be \[left, top, right, bottom\]/);
+  });
+
   it('--limit answers only the first items', async () => {
     const asked: number[] = [];
     const plan = await planEval({ items, mode: 'chain-of-spot', out, limit: 2 });
