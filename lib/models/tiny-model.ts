@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { mulberry32 } from '../common/random';
 import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
 import { readGgufHeader } from '../gguf/reader';
 import { f32ToF16, ggmlTypeTraits, gguf, writeGguf, type GgufContent, type GgufTensor } from '../gguf/writer';
@@ -261,18 +262,6 @@ export function tinyVocab(size?: number): TinyVocab {
 }
 
 // --- deterministic random weights ----------------------------------------------------------------
-
-/** mulberry32: a tiny 32-bit PRNG; returns uniforms in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** FNV-1a over UTF-16 code units; gives each tensor its own stream, independent of tensor order. */
 function fnv1a(text: string): number {

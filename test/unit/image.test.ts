@@ -16,6 +16,7 @@ import {
   prepareRegion,
 } from '../../lib/image/image';
 import { FIXTURE_IMAGES } from '../support/paths';
+import { patterned } from '../support/images';
 
 const image = (name: string): string => path.join(FIXTURE_IMAGES, name);
 const box = (left: number, top: number, right: number, bottom: number): Box => ({ left, top, right, bottom });
@@ -38,18 +39,6 @@ function rows(img: RgbImage): number[][][] {
 }
 
 const px = (x: number, y: number): number[] => [10 + x, 100 + y, 200];
-
-/** A synthetic image with busy, unstructured pixels, for comparing resampling with Pillow. */
-function patterned(width: number, height: number): RgbImage {
-  const data = Buffer.alloc(width * height * 3);
-  for (let i = 0; i < data.length; i++) {
-    const channel = i % 3;
-    const x = Math.floor(i / 3) % width;
-    const y = Math.floor(i / 3 / width);
-    data[i] = (x * 37 + y * 91 + channel * 53) % 256;
-  }
-  return { data, width, height };
-}
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 

@@ -22,21 +22,10 @@ import {
 import { parseCommandLine, USAGE } from '../../lib/cli/args';
 import { parseBox, parseBoxOrFallback, parseReferenceBox, parseReferenceBoxOrFallback } from '../../lib/procedure/box';
 import { FIXTURE_IMAGES } from '../support/paths';
+import { patterned } from '../support/images';
 
 const box = (left: number, top: number, right: number, bottom: number): Box => ({ left, top, right, bottom });
 const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
-
-/** Busy pixels, the same as image.test.ts's, for bit-exact comparisons with Pillow. */
-function patterned(width: number, height: number): RgbImage {
-  const data = Buffer.alloc(width * height * 3);
-  for (let i = 0; i < data.length; i++) {
-    const channel = i % 3;
-    const x = Math.floor(i / 3) % width;
-    const y = Math.floor(i / 3 / width);
-    data[i] = (x * 37 + y * 91 + channel * 53) % 256;
-  }
-  return { data, width, height };
-}
 
 function isFlatPad(image: RgbImage): boolean {
   for (let i = 0; i < image.data.length; i += 3) {
