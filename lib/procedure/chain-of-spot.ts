@@ -126,6 +126,11 @@ export interface TurnResult {
   generatedTokens: number;
   /** Decode steps of the generation (fewer than tokens when a grammar forced some). */
   decodeSteps: number;
+  /**
+   * Why the turn ended (see {@link GenerateResult.finishReason}). A turn one that ended with
+   * `'context'` filled the session's context: turn two then rejects with ERR_CONTEXT_FULL; raise
+   * `contextSize`, or lower `roiMaxTokens`.
+   */
   finishReason: GenerateResult['finishReason'];
   timings: TurnTimings;
 }

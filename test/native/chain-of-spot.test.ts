@@ -243,6 +243,19 @@ describe('ChainOfSpot', () => {
     assert.deepEqual(essence(await cos.ask(COFFEE, 'Still there?', { maxTokens: 16 })), before);
   });
 
+  it('a turn one that fills the context makes the ask reject with ERR_CONTEXT_FULL; the instance goes on', async () => {
+    const pair = await tinyLlavaFast();
+    // Room for turn one's prompt (about 130 tokens) and a few more: the free-running turn one fills it.
+    const cramped = await ChainOfSpot.load({ model: pair.model, mmproj: pair.mmproj, contextSize: 160 });
+    try {
+      await rejectsWithCode(cramped.ask(CAT, 'What is it?', { grammar: false, roiMaxTokens: 128 }), 'ERR_CONTEXT_FULL');
+      const baseline = await cramped.baseline(CAT, 'What is it?', { maxTokens: 4 });
+      assert.equal(baseline.turn.generatedTokens, 4);
+    } finally {
+      await cramped.dispose();
+    }
+  });
+
   it('baseline answers in one plain LLaVA turn, sharing the image prefix', async () => {
     await cos.ask(CAT, 'First the CoS way?');
     const result = await cos.baseline(CAT, 'What is it?');
