@@ -39,7 +39,8 @@ function essence(result: AskResult): unknown {
 function assertAnswered(result: AskResult, width: number, height: number): void {
   assert.equal(typeof result.answer, 'string');
   const { left, top, right, bottom } = result.roi.pixels;
-  assert.ok(left >= 0 && top >= 0 && right <= width && bottom <= height && left < right && top < bottom, JSON.stringify(result.roi.pixels));
+  // Empty when the model's box lies in the padding around the image (boxToPixels clamps to the image).
+  assert.ok(left >= 0 && top >= 0 && right <= width && bottom <= height && left <= right && top <= bottom, JSON.stringify(result.roi.pixels));
   assert.ok(result.turns[1].generatedTokens > 0);
 }
 
