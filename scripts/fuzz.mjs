@@ -90,22 +90,10 @@ function parseArgs(argv) {
 
 // --- deterministic randomness --------------------------------------------------------------------
 
-function fnv1a(text) {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
-/** mulberry32 with helpers. */
+/** The library's seeded PRNG (lib/common/random.ts), with helpers. */
 function rng(seed, index, kind) {
-  let a = fnv1a(`${kind}:${seed}:${index}`);
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const { fnv1a, mulberry32 } = require(path.join(DIST, 'common/random.js'));
+  const next = mulberry32(fnv1a(`${kind}:${seed}:${index}`));
   const int = (n) => Math.floor(next() * n);
   return {
     next,

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { mulberry32 } from '../common/random';
+import { fnv1a, mulberry32 } from '../common/random';
 import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
 import { readGgufHeader } from '../gguf/reader';
 import { f32ToF16, ggmlTypeTraits, gguf, writeGguf, type GgufContent, type GgufTensor } from '../gguf/writer';
@@ -263,13 +263,6 @@ export function tinyVocab(size?: number): TinyVocab {
 
 // --- deterministic random weights ----------------------------------------------------------------
 
-/** FNV-1a over UTF-16 code units; gives each tensor its own stream, independent of tensor order. */
-function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
 const SQRT3 = Math.sqrt(3);
 const CHUNK = 1 << 16;
 
@@ -300,6 +293,7 @@ function materialize(recipe: Recipe, seed: number): GgufTensor {
     shape: recipe.shape,
     type: recipe.type,
     *data() {
+      // Each tensor its own stream, independent of tensor order.
       const next = mulberry32(fnv1a(`${seed}:${recipe.name}`));
       if (init.kind === 'random-blocks') {
         yield* randomBlocks(recipe.type, total, init.std, next);

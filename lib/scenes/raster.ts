@@ -4,17 +4,7 @@
  * alone (no fonts of the machine, no Math.random).
  */
 
-/** mulberry32: a small 32-bit PRNG giving uniforms in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../common/random';
 
 /** A seeded random source with the helpers the generator needs. */
 export class Rng {
