@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { backend, binaryCandidates, chooseBinary, smokeTestInChild, supportedCpuLevels, type Candidate } from '../../lib/native/loader';
 import { ChainOfSpotError } from '../../lib/common/errors';
+import { REPO_ROOT } from '../support/paths';
 
 const AVX512 = new Set(['avx', 'avx2', 'fma', 'f16c', 'bmi2', 'avx512f', 'avx512bw', 'avx512cd', 'avx512dq', 'avx512vl']);
 const AVX2 = new Set(['avx', 'avx2', 'fma', 'f16c', 'bmi2']);
@@ -106,7 +108,9 @@ describe('binary loader', () => {
     const choice = backend();
     assert.equal(choice.backend, 'cpu');
     assert.equal(choice.gpuOffload, false);
-    assert.equal(choice.llamaCppCommit, '80fb11ac73e66d89eae2c6a91d8a77428fa733ed');
+    // The binary was built from the pinned commit (deps/llama.cpp.json, which CMake reads).
+    const pin = JSON.parse(readFileSync(path.join(REPO_ROOT, 'deps', 'llama.cpp.json'), 'utf8')) as { commit: string };
+    assert.equal(choice.llamaCppCommit, pin.commit);
   });
 
   it('CHAIN_OF_SPOT_BACKEND=cuda without a CUDA binary fails with ERR_BINARY in a fresh process', () => {
