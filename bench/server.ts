@@ -1,8 +1,8 @@
 /**
- * Row G: llama-server at the pinned llama.cpp commit, the best a user gets today. Its full tree is
- * checked out into .cache/llama.cpp-full (scripts/vendor-llama-cpp.mjs --full: the vendored copy
- * has no tools/server), built natively into .cache/llama-server-build/, and driven over 127.0.0.1
- * with the reference's raw prompts, A's prepared images and A's token counts.
+ * Row G: llama-server at the pinned llama.cpp commit, the best a user gets today. Built by
+ * scripts/build-llama-server.mjs (the full tree in .cache/llama.cpp-full, the build in
+ * .cache/llama-server-build/ at the addon's CPU level, shared with the remote backend's tests) and
+ * driven over 127.0.0.1 with the reference's raw prompts, A's prepared images and A's token counts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -15,7 +15,6 @@ import { exec } from './floor';
 import type { Measured, PlanStep, Step } from './protocol';
 
 const REPO_ROOT = path.resolve(__dirname, '../..');
-const SOURCE_DIR = path.join(REPO_ROOT, '.cache', 'llama.cpp-full');
 const SERVER_BUILD_DIR = path.join(REPO_ROOT, '.cache', 'llama-server-build');
 /** As ChainOfSpot.ask's default roiMaxTokens (the grammar ends the box long before). */
 const TURN_ONE_MAX_TOKENS = 128;
@@ -23,19 +22,12 @@ const START_TIMEOUT_MS = 300_000;
 const REQUEST_TIMEOUT_MS = 1_800_000;
 
 /**
- * Checks out the full tree (once) and builds llama-server with the addon's and the floor's CPU
- * options (native, no OpenMP, static); incremental, so a no-op build takes seconds, the first one
- * many minutes. The web UI is neither built nor downloaded: the build stays offline.
+ * Checks out the full tree (once) and builds llama-server through the shared script
+ * (scripts/build-llama-server.mjs: the addon's x86-64 level, never -march=native, static, ccache);
+ * incremental, so a no-op build takes seconds, the first one many minutes.
  */
 export async function buildServer(): Promise<string> {
-  await exec(process.execPath, [path.join(REPO_ROOT, 'scripts', 'vendor-llama-cpp.mjs'), '--full', SOURCE_DIR]);
-  await exec('cmake', [
-    '-S', SOURCE_DIR, '-B', SERVER_BUILD_DIR, '-G', 'Ninja', '-DCMAKE_BUILD_TYPE=Release',
-    '-DGGML_NATIVE=ON', '-DGGML_OPENMP=OFF', '-DGGML_CCACHE=ON', '-DBUILD_SHARED_LIBS=OFF',
-    '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_EXAMPLES=OFF',
-    '-DLLAMA_BUILD_UI=OFF', '-DLLAMA_USE_PREBUILT_UI=OFF',
-  ]);
-  await exec('cmake', ['--build', SERVER_BUILD_DIR, '--target', 'llama-server', '-j2']);
+  await exec(process.execPath, [path.join(REPO_ROOT, 'scripts', 'build-llama-server.mjs')]);
   return path.join(SERVER_BUILD_DIR, 'bin', 'llama-server');
 }
 
