@@ -17,6 +17,13 @@ export {
   type TurnResult,
   type TurnTimings,
 } from './procedure/chain-of-spot';
+export {
+  RemoteChainOfSpot,
+  type ConnectOptions,
+  type RemoteAskResult,
+  type RemoteBaselineResult,
+  type RemoteTurnResult,
+} from './procedure/remote';
 export { ChainOfSpotError, type ErrorCode } from './common/errors';
 export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './llama/model';
 export { Projector, type ProjectorInfo, type ProjectorOptions } from './llama/projector';

@@ -28,6 +28,11 @@ export type ErrorCode =
   | 'ERR_GPU_MEMORY'
   /** llama.cpp reported a failure that none of the codes above describes. */
   | 'ERR_NATIVE'
+  /**
+   * A llama-server ({@link ChainOfSpot.connect}) failed: it cannot be reached, answered with an
+   * HTTP error or something that is not llama-server's JSON, or did not answer within `timeoutMs`.
+   */
+  | 'ERR_REMOTE'
   /** Command line only: the arguments are wrong (exit status 2). */
   | 'ERR_USAGE'
   /** Command line only: an output file or folder cannot be written. */
@@ -51,7 +56,7 @@ export class ChainOfSpotError extends Error {
 
 const KNOWN_CODES = new Set<ErrorCode>([
   'ERR_BINARY', 'ERR_MODEL_LOAD', 'ERR_PROJECTOR_LOAD', 'ERR_PROJECTOR_MISMATCH', 'ERR_CONTEXT_FULL',
-  'ERR_IMAGE', 'ERR_GRAMMAR', 'ERR_DISPOSED', 'ERR_ABORTED', 'ERR_GPU_MEMORY', 'ERR_NATIVE',
+  'ERR_IMAGE', 'ERR_GRAMMAR', 'ERR_DISPOSED', 'ERR_ABORTED', 'ERR_GPU_MEMORY', 'ERR_NATIVE', 'ERR_REMOTE',
   'ERR_USAGE', 'ERR_OUTPUT', 'ERR_EVAL_DATA', 'ERR_EVAL_OUTPUT',
 ]);
 

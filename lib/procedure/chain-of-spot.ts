@@ -40,6 +40,7 @@ import {
   type Prompt,
 } from './prompt';
 import type { GenerateResult, Session } from '../llama/session';
+import { RemoteChainOfSpot, type ConnectOptions } from './remote';
 import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 
 /** Options of {@link ChainOfSpot.load}. */
@@ -271,6 +272,18 @@ export class ChainOfSpot {
     } catch (error) {
       return rethrowWithCallerStack(error, stack);
     }
+  }
+
+  /**
+   * Chain-of-Spot on a llama-server you already run (`llama-server -m model.gguf --mmproj
+   * mmproj.gguf`): the same two turns, prompts, box grammar and crop, over HTTP, with the same
+   * results. Resolves once the server has answered and the projector's image size is known.
+   * Needs no native binary. See {@link RemoteChainOfSpot} for how it maps to llama-server.
+   *
+   * @throws ChainOfSpotError `ERR_REMOTE` when the server cannot be reached, fails, or takes no images.
+   */
+  static connect(options: ConnectOptions): Promise<RemoteChainOfSpot> {
+    return RemoteChainOfSpot.connect(options);
   }
 
   /** Which native binary and backend (CPU or CUDA) this process uses, and why. */
