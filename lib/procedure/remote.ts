@@ -166,7 +166,7 @@ export class RemoteChainOfSpot {
     const timeoutMs = integerOption(options.timeoutMs, 'timeoutMs', 1, 2 ** 31 - 1, DEFAULT_TIMEOUT_MS);
     const apiKey = options.apiKey === undefined ? undefined : requiredString(options.apiKey, 'apiKey');
     const imageSize = options.imageSize === undefined ? undefined : integerOption(options.imageSize, 'imageSize', 1, 1 << 16, 0);
-    integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+    if (options.maxPixels !== Infinity) integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
     booleanOption(options.reference, 'reference', false);
     promptDefaults(options);
     const signal = signalOption(options.signal);
@@ -201,8 +201,8 @@ export class RemoteChainOfSpot {
   /**
    * The projector's image side in pixels, which images are padded and resized to here. Unless
    * given to {@link ChainOfSpot.connect}, measured when connecting: llama-server's `/props` does
-   * not tell it, so one small image is sent with an empty prompt and its token count read back,
-   * (side / 14)² for LLaVA-1.5's 14-pixel patches.
+   * not tell it, so the tokens of a small image are counted, (side / 14)² for LLaVA-1.5's 14-pixel
+   * patches (without evaluating it where the server can count them).
    */
   get imageSize(): number {
     return this.#imageSize;
@@ -466,26 +466,47 @@ class Client {
 }
 
 /**
- * The projector's image side: a small image and a newline, whose token count (the answer's prompt
- * tokens less BOS and the newline's) is (side / 14)² for LLaVA-1.5. The newline is needed: the
- * pinned llama-server aborts on a prompt that ends with an image.
+ * The projector's image side, from the tokens one image makes: (side / 14)² for LLaVA-1.5. First
+ * by counting without evaluating (`/v1/chat/completions/input_tokens` with no, one and two small
+ * images: both differences must agree); where that endpoint is missing or the counts disagree, by
+ * evaluating one small image and a newline with `/completion` (the prompt tokens less BOS and the
+ * newline's; the newline is needed: the pinned llama-server aborts on a prompt ending with an image).
  */
 async function measureImageSize(client: Client, mediaMarker: string, signal: AbortSignal): Promise<number> {
-  const probe = await encodePng({ width: PATCH_SIZE, height: PATCH_SIZE, data: new Uint8Array(PATCH_SIZE * PATCH_SIZE * 3).fill(127) } as RgbImage);
-  const count = async (content: string, addSpecial: boolean): Promise<number> => {
-    const answer = (await client.request('POST', '/tokenize', { content, add_special: addSpecial, parse_special: true }, signal)) as { tokens?: unknown };
-    if (!Array.isArray(answer?.tokens)) throw client.malformed('/tokenize', 'no tokens');
-    return answer.tokens.length;
-  };
-  const text = (await count('', true)) + (await count('\n', false));
-  const answer = checkCompletion(client, await client.request('POST', '/completion', {
-    prompt: { prompt_string: `${mediaMarker}\n`, multimodal_data: [probe.toString('base64')] },
-    n_predict: 1,
-    cache_prompt: false,
-    stream: false,
-    temperature: 0,
-  }, signal));
-  const imageTokens = answer.tokens_evaluated - text;
+  const probe = (await encodePng({ width: PATCH_SIZE, height: PATCH_SIZE, data: Buffer.alloc(PATCH_SIZE * PATCH_SIZE * 3, 127) })).toString('base64');
+  let imageTokens: number | undefined;
+  try {
+    const counts: number[] = [];
+    for (const images of [0, 1, 2]) {
+      const content = [
+        ...Array.from({ length: images }, () => ({ type: 'image_url', image_url: { url: `data:image/png;base64,${probe}` } })),
+        { type: 'text', text: 'x' },
+      ];
+      const answer = (await client.request('POST', '/v1/chat/completions/input_tokens', { messages: [{ role: 'user', content }] }, signal)) as { input_tokens?: unknown };
+      if (typeof answer?.input_tokens !== 'number') throw client.malformed('/v1/chat/completions/input_tokens', 'no input_tokens');
+      counts.push(answer.input_tokens);
+    }
+    if (counts[1]! - counts[0]! === counts[2]! - counts[1]!) imageTokens = counts[1]! - counts[0]!;
+  } catch (error) {
+    if (signal.aborted) throw error;
+    // An older llama-server: evaluate one instead.
+  }
+  if (imageTokens === undefined) {
+    const count = async (content: string, addSpecial: boolean): Promise<number> => {
+      const answer = (await client.request('POST', '/tokenize', { content, add_special: addSpecial, parse_special: true }, signal)) as { tokens?: unknown };
+      if (!Array.isArray(answer?.tokens)) throw client.malformed('/tokenize', 'no tokens');
+      return answer.tokens.length;
+    };
+    const text = (await count('', true)) + (await count('\n', false));
+    const answer = checkCompletion(client, await client.request('POST', '/completion', {
+      prompt: { prompt_string: `${mediaMarker}\n`, multimodal_data: [probe] },
+      n_predict: 1,
+      cache_prompt: false,
+      stream: false,
+      temperature: 0,
+    }, signal));
+    imageTokens = answer.tokens_evaluated - text;
+  }
   const side = Math.sqrt(imageTokens) * PATCH_SIZE;
   if (!Number.isInteger(side) || side <= 0) {
     throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${client.url} makes ${imageTokens} tokens of an image, which is no LLaVA-1.5 projector's square of 14-pixel patches: pass imageSize`);

@@ -142,6 +142,27 @@ describe('ChainOfSpot.connect: a server that fails', function () {
     await rejectsWithCode(other.baseline(CAT, 'What is it?'), 'ERR_REMOTE', /malformed answer to \/completion: not JSON: "<html>/);
   });
 
+  it("measures the projector's image size: by counting an image's tokens, else by evaluating one", async () => {
+    const completion = { content: '', tokens: [], id_slot: 0, tokens_evaluated: 1 + 2 + 64, stop_type: 'limit', truncated: false, timings: { cache_n: 0, prompt_n: 67, prompt_ms: 1, predicted_n: 1, predicted_ms: 1 } };
+    const evaluating = {
+      '/tokenize': (_: IncomingMessage, res: ServerResponse, body: string) => json(res, 200, { tokens: (JSON.parse(body) as { content: string }).content === '' ? [1] : [259, 13] }),
+      '/completion': (_: IncomingMessage, res: ServerResponse) => json(res, 200, completion),
+    };
+    const counting = await fake({
+      '/v1/chat/completions/input_tokens': (_, res, body) => json(res, 200, { input_tokens: 10 + 576 * ((body.match(/image_url/g) ?? []).length / 2) }),
+    });
+    assert.equal((await ChainOfSpot.connect({ url: counting })).imageSize, 336);
+    const older = await fake(evaluating);
+    assert.equal((await ChainOfSpot.connect({ url: older })).imageSize, 112);
+    const disagreeing = await fake({ ...evaluating, '/v1/chat/completions/input_tokens': (_, res, body) => {
+      const images = (body.match(/image_url/g) ?? []).length / 2;
+      json(res, 200, { input_tokens: 10 + 576 * images + (images === 2 ? 1 : 0) });
+    } });
+    assert.equal((await ChainOfSpot.connect({ url: disagreeing })).imageSize, 112);
+    const odd = await fake({ '/v1/chat/completions/input_tokens': (_, res, body) => json(res, 200, { input_tokens: 10 + 50 * ((body.match(/image_url/g) ?? []).length / 2) }) });
+    await rejectsWithCode(ChainOfSpot.connect({ url: odd }), 'ERR_REMOTE', /makes 50 tokens of an image.*pass imageSize/);
+  });
+
   it('a server without a projector: ERR_REMOTE "--mmproj"', async () => {
     const url = await fake({ '/props': (_, res) => json(res, 200, { media_marker: '<__media__>', modalities: { vision: false } }) });
     await rejectsWithCode(ChainOfSpot.connect({ url }), 'ERR_REMOTE', /takes no images: start it with the model's projector \(--mmproj\)/);
