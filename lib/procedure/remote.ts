@@ -31,9 +31,10 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
    */
   url: string;
   /**
-   * The most milliseconds one HTTP request may take, answer included (default 300000): a server
-   * that does not answer in time fails the call with ERR_REMOTE instead of hanging it. A question
-   * makes two requests (one per turn).
+   * The most milliseconds one HTTP request may take, answer included: from 1 to 300000, the
+   * default (Node's fetch waits at most 5 minutes for an answer to begin). A server that does not
+   * answer in time fails the call with ERR_REMOTE instead of hanging it. A question makes two
+   * requests (one per turn).
    */
   timeoutMs?: number;
   /** Sent as `Authorization: Bearer <apiKey>`, for a server started with `--api-key`. */
@@ -163,7 +164,7 @@ export class RemoteChainOfSpot {
   static async connect(options: ConnectOptions): Promise<RemoteChainOfSpot> {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object with the url of a llama-server');
     const url = parseUrl(requiredString(options.url, 'url'));
-    const timeoutMs = integerOption(options.timeoutMs, 'timeoutMs', 1, 2 ** 31 - 1, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = integerOption(options.timeoutMs, 'timeoutMs', 1, DEFAULT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
     const apiKey = options.apiKey === undefined ? undefined : requiredString(options.apiKey, 'apiKey');
     const imageSize = options.imageSize === undefined ? undefined : integerOption(options.imageSize, 'imageSize', 1, 1 << 16, 0);
     if (options.maxPixels !== Infinity) integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
@@ -403,7 +404,8 @@ class Client {
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
     const failed = (error: unknown, during: string): ChainOfSpotError => {
       if (signal.aborted) return abortedError(signal.reason);
-      if (timeout.aborted) {
+      const undiciCode = (error as { cause?: { code?: unknown } }).cause?.code;
+      if (timeout.aborted || undiciCode === 'UND_ERR_HEADERS_TIMEOUT' || undiciCode === 'UND_ERR_BODY_TIMEOUT') {
         return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} did not answer ${path} within ${this.timeoutMs} ms (timeoutMs)`, { cause: error });
       }
       const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;

@@ -103,6 +103,7 @@ describe('ChainOfSpot.connect: a server that fails', function () {
     await assert.rejects(ChainOfSpot.connect({ url: 'not a url' }), TypeError);
     await assert.rejects(ChainOfSpot.connect({ url: 'ftp://127.0.0.1/' }), TypeError);
     await assert.rejects(ChainOfSpot.connect({ url: 'http://127.0.0.1:1', timeoutMs: 0 }), RangeError);
+    await assert.rejects(ChainOfSpot.connect({ url: 'http://127.0.0.1:1', timeoutMs: 300_001 }), RangeError);
   });
 
   it('a closed port: ERR_REMOTE "cannot reach", at once', async () => {
