@@ -257,7 +257,13 @@ class LlamaServerProcess {
     readonly url: string,
   ) {
     child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4000)));
-    child.on('exit', (code, signal) => (this.#exit = `llama-server exited (${signal ?? code}):\n${this.#stderr}`));
+    // It must not outlive the test run, however that ends.
+    const kill = (): void => void child.kill('SIGKILL');
+    process.once('exit', kill);
+    child.on('exit', (code, signal) => {
+      this.#exit = `llama-server exited (${signal ?? code}):\n${this.#stderr}`;
+      process.off('exit', kill);
+    });
   }
 
   static async start(binary: string, files: { model: string; mmproj: string }): Promise<LlamaServerProcess> {
@@ -316,7 +322,8 @@ describe('ChainOfSpot.connect against llama-server (the pinned source, 127.0.0.1
     this.timeout(50 * 60_000);
     const binary = await buildLlamaServer();
     const [fast, full] = await Promise.all([tinyLlavaFast(), tinyLlava()]);
-    [server, large] = await Promise.all([LlamaServerProcess.start(binary, fast), LlamaServerProcess.start(binary, full)]);
+    server = await LlamaServerProcess.start(binary, fast);
+    large = await LlamaServerProcess.start(binary, full);
     local = await ChainOfSpot.load({ ...fast, threads: THREADS, contextSize: CONTEXT });
     remote = await ChainOfSpot.connect({ url: server.url });
   });
