@@ -106,7 +106,8 @@ interface RemoteAskConfig {
  * Chain-of-Spot on a llama-server: made by {@link ChainOfSpot.connect}, with the local instance's
  * {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline} and {@link ChainOfSpot.dispose}, and the same results.
  *
- * How it maps to llama-server (the `/completion` endpoint, non-streamed, greedy):
+ * How it maps to llama-server (the `/completion` endpoint, non-streamed, greedy with
+ * `samplers: ['temperature']` at 0, which breaks exact ties as the local instance does):
  * - turn one: the reference's prompt as a raw string with `/props`' media marker where the image
  *   goes, the prepared original (padded and resized here, bit-exact to Pillow) as PNG in
  *   `multimodal_data`, the box grammar in `grammar`, `cache_prompt: true`;
