@@ -127,7 +127,6 @@ interface RemoteAskConfig {
  * - where the box grammar leaves a single text (`, ` between numbers), the local instance writes
  *   it without sampling, as its ordinary token; llama-server samples among the tokens that spell
  *   it, which is the same token unless the model rates another (a byte token) higher;
- * - `onText` is called once per turn, with the turn's whole text, when the turn ends;
  * - timings: `promptMs` is llama-server's prompt time, image encoding included;
  *   `imageEncodeMs` and `imageDecodeMs` are 0; `promptTokens` are the tokens it evaluated (those
  *   its cache did not serve); `decodeSteps` equals `generatedTokens` (llama-server decodes every
@@ -224,8 +223,8 @@ export class RemoteChainOfSpot {
       const { model, preprocessMs } = await this.#prepare(image, config.reference);
       const prompt = baselinePrompt(question);
       const original = (await encodePng(model)).toString('base64');
-      const { turn, cachedPrefix } = await this.#turn(prompt, this.#raw(prompt), [original], { n_predict: config.maxTokens }, signal);
-      config.onText?.(turn.text, 1);
+      const onText = config.onText && ((text: string) => config.onText!(text, 1));
+      const { turn, cachedPrefix } = await this.#turn(prompt, this.#raw(prompt), [original], { n_predict: config.maxTokens }, signal, onText);
       const prefixReused = await this.#prefixReused(prompt, cachedPrefix, signal);
       return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
     });
@@ -281,8 +280,7 @@ export class RemoteChainOfSpot {
     const one = await this.#turn(turnOnePrompt, turnOneRaw, [originalPng], {
       n_predict: config.roiMaxTokens,
       ...(config.grammar ? { grammar: BOX_GRAMMAR } : {}),
-    }, signal);
-    config.onText?.(one.turn.text, 1);
+    }, signal, config.onText && ((text) => config.onText!(text, 1)));
     const region = config.reference ? parseReferenceBoxOrFallback(one.turn.text, original) : parseBoxOrFallback(one.turn.text, original);
 
     // Turn two: the zoomed region, after turn one's answer as the model wrote it, in the same slot.
@@ -295,8 +293,7 @@ export class RemoteChainOfSpot {
     const two = await this.#turn(turnTwoPrompt, turnOneRaw + one.turn.text + this.#raw(turnTwoPrompt), [originalPng, roiPng.toString('base64')], {
       n_predict: config.maxTokens,
       id_slot: one.slot,
-    }, signal);
-    config.onText?.(two.turn.text, 2);
+    }, signal, config.onText && ((text) => config.onText!(text, 2)));
 
     const result: RemoteAskResult = {
       answer: two.turn.text.trim(),
@@ -335,19 +332,34 @@ export class RemoteChainOfSpot {
     images: string[],
     settings: { n_predict: number; grammar?: string; id_slot?: number },
     signal: AbortSignal,
+    onText: ((text: string) => void) | undefined,
   ): Promise<{ turn: RemoteTurnResult; slot: number; cachedPrefix: number }> {
     const body = {
       prompt: { prompt_string: raw, multimodal_data: images },
       ...settings,
       cache_prompt: true,
       return_tokens: true,
-      stream: false,
+      // Streamed when the caller wants the text as it comes: the pieces, then the totals.
+      stream: onText !== undefined,
       // Greedy as the local instance: the temperature sampler alone, at 0, keeps the first best
       // token in id order (the default chain's top-k sorts first, which breaks exact ties otherwise).
       samplers: ['temperature'],
       temperature: 0,
     };
-    const answer = checkCompletion(this.#client, await this.#client.request('POST', '/completion', body, signal));
+    let answer: Completion;
+    if (onText === undefined) {
+      answer = checkCompletion(this.#client, await this.#client.request('POST', '/completion', body, signal));
+    } else {
+      let content = '';
+      const tokens: unknown[] = [];
+      const last = (await this.#client.request('POST', '/completion', body, signal, (event) => {
+        if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.#client.malformed('/completion', 'an event without content or tokens');
+        content += event.content;
+        tokens.push(...(event.tokens as unknown[]));
+        if (event.content !== '') onText(event.content);
+      })) as Record<string, unknown>;
+      answer = checkCompletion(this.#client, { ...last, content, tokens });
+    }
     const { timings: t } = answer;
     // llama-server lists the end-of-generation token it sampled; the local instance does not keep it.
     const tokens = Int32Array.from(answer.stop_type === 'eos' ? answer.tokens.slice(0, -1) : answer.tokens);
@@ -396,10 +408,12 @@ class Client {
    * rejects with ERR_ABORTED; everything else that goes wrong with ERR_REMOTE (ERR_CONTEXT_FULL
    * for llama-server's context error).
    */
-  async request(method: 'GET' | 'POST', path: string, body: object | undefined, signal: AbortSignal): Promise<unknown> {
+  async request(method: 'GET' | 'POST', path: string, body: object | undefined, signal: AbortSignal, onEvent?: (event: Record<string, unknown>) => void): Promise<unknown> {
     if (signal.aborted) throw abortedError(signal.reason);
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    const both = AbortSignal.any([signal, timeout]);
+    // Ends a stream whose onEvent threw.
+    const own = new AbortController();
+    const both = AbortSignal.any([signal, timeout, own.signal]);
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
@@ -431,6 +445,14 @@ class Client {
     } catch (error) {
       throw failed(error, 'connect');
     }
+    if (onEvent !== undefined && response.ok && response.body) {
+      try {
+        return await this.#events(path, response.body, onEvent, own);
+      } catch (error) {
+        if (error instanceof ChainOfSpotError || own.signal.aborted) throw error;
+        throw failed(error, 'read');
+      }
+    }
     let text: string;
     try {
       text = await response.text();
@@ -443,6 +465,44 @@ class Client {
     } catch (error) {
       throw this.malformed(path, `not JSON: ${JSON.stringify(text.slice(0, 200))}`, error);
     }
+  }
+
+  /**
+   * A streamed answer (server-sent events, `data: {json}` each): every event before the last to
+   * `onEvent`, the last (`stop: true`) returned. An event with an `error` rejects as an HTTP error.
+   */
+  async #events(path: string, body: ReadableStream<Uint8Array>, onEvent: (event: Record<string, unknown>) => void, own: AbortController): Promise<unknown> {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n')) !== -1) {
+        const line = buffer.slice(0, end).trim();
+        buffer = buffer.slice(end + 1);
+        const data = /^(data|error):\s*/.exec(line);
+        if (!data) continue;
+        let event: Record<string, unknown>;
+        try {
+          event = JSON.parse(line.slice(data[0].length)) as Record<string, unknown>;
+        } catch (error) {
+          throw this.malformed(path, `an event is not JSON: ${JSON.stringify(line.slice(0, 200))}`, error);
+        }
+        if (event === null || typeof event !== 'object') throw this.malformed(path, 'an event is not an object');
+        if (data[1] === 'error' || event.error !== undefined) {
+          const error = (event.error ?? event) as { code?: unknown };
+          throw this.#httpError(path, typeof error.code === 'number' ? error.code : 500, JSON.stringify({ error }));
+        }
+        if (event.stop === true) return event;
+        try {
+          onEvent(event);
+        } catch (error) {
+          own.abort();
+          throw error;
+        }
+      }
+    }
+    throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} closed the connection before it answered ${path} (the stream ended early): it may have crashed, see its log`);
   }
 
   malformed(path: string, why: string, cause?: unknown): ChainOfSpotError {

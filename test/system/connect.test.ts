@@ -194,6 +194,28 @@ describe('ChainOfSpot.connect: a server that fails', function () {
     await rejectsWithCode(remote.ask(CAT, 'What is it?'), 'ERR_REMOTE', /closed the connection before it answered \/completion \(UND_ERR_SOCKET/);
   });
 
+  it('a streamed answer (onText) that reports an error, breaks off, or whose onText throws: rejects at once', async () => {
+    const sse = (res: ServerResponse, events: string[], end = true): void => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const event of events) res.write(`${event}\n\n`);
+      if (end) res.end();
+    };
+    const piece = 'data: {"index":0,"content":" [","tokens":[402],"stop":false,"id_slot":-1}';
+    const failing = await fake({ '/completion': (_, res) => sse(res, [piece, 'error: {"code":500,"message":"Invalid input batch.","type":"server_error"}']) });
+    await rejectsWithCode((await ChainOfSpot.connect({ url: failing, imageSize: 112 })).ask(CAT, 'What is it?', { onText: () => undefined }), 'ERR_REMOTE', /HTTP 500: Invalid input batch\./);
+    const cut = await fake({ '/completion': (_, res) => sse(res, [piece]) });
+    await rejectsWithCode((await ChainOfSpot.connect({ url: cut, imageSize: 112 })).ask(CAT, 'What is it?', { onText: () => undefined }), 'ERR_REMOTE', /the stream ended early/);
+    const garbage = await fake({ '/completion': (_, res) => sse(res, [piece, 'data: {"content": "']) });
+    await rejectsWithCode((await ChainOfSpot.connect({ url: garbage, imageSize: 112 })).ask(CAT, 'What is it?', { onText: () => undefined }), 'ERR_REMOTE', /an event is not JSON/);
+
+    const endless = await fake({ '/completion': (_, res) => sse(res, [piece], false) });
+    const remote = await ChainOfSpot.connect({ url: endless, imageSize: 112 });
+    const thrown = new Error('onText failed');
+    const { value: error, ms } = await timed(remote.ask(CAT, 'What is it?', { onText: () => { throw thrown; } }).then(() => assert.fail('resolved'), (e: unknown) => e as Error));
+    assert.ok(error === thrown || error.cause === thrown, String(error));
+    assert.ok(ms < 5000, `${ms} ms`);
+  });
+
   it("the caller's abort: ERR_ABORTED at once, and the instance goes on; dispose: ERR_DISPOSED", async () => {
     let requests = 0;
     const url = await fake({ '/completion': () => void requests++ });
@@ -414,6 +436,25 @@ describe('ChainOfSpot.connect against llama-server (the pinned source, 127.0.0.1
     const [expected, actual] = [await local!.ask(image, question, custom), await remote!.ask(image, question, custom)];
     assert.deepEqual(essence(actual), essence(expected));
     assert.deepEqual(actual.roiImage, expected.roiImage);
+  });
+
+  it("onText gets each turn's text as llama-server writes it; the result is the unstreamed one", async () => {
+    const [image, question] = QUESTIONS[2]!;
+    const options = { maxTokens: 12, roiMaxTokens: 10, grammar: false };
+    const pieces: [string, 1 | 2][] = [];
+    const streamed = await remote!.ask(image, question, { ...options, onText: (text, turn) => void pieces.push([text, turn]) });
+    const plain = await remote!.ask(image, question, options);
+    assert.deepEqual(essence(streamed), essence(plain));
+    for (const turn of [1, 2] as const) {
+      const mine = pieces.filter(([, t]) => t === turn).map(([text]) => text);
+      assert.ok(mine.length > 1, `turn ${turn}: ${mine.length} pieces`);
+      assert.equal(mine.join(''), streamed.turns[turn - 1].text);
+    }
+    assert.deepEqual(pieces.map(([, turn]) => turn), [...pieces.map(([, turn]) => turn)].sort());
+    const baseline: string[] = [];
+    const answered = await remote!.baseline(image, question, { maxTokens: 6, onText: (text) => void baseline.push(text) });
+    assert.equal(baseline.join(''), answered.turn.text);
+    assert.deepEqual(essence(streamed), essence(await local!.ask(image, question, options)));
   });
 
   it('a server that went away between questions: ERR_REMOTE "cannot reach"', async () => {
