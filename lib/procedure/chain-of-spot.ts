@@ -11,18 +11,15 @@
 import { createHash } from 'node:crypto';
 
 import { backend } from '../native/loader';
-import { BOX_GRAMMAR, parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
+import { BOX_GRAMMAR, type Box, type RegionBox } from './box';
 import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from '../common/errors';
+import { askConfig, promptDefaults, regionSteps, type AskConfig } from './ask-config';
 import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
 import {
-  boxToPixels,
   DEFAULT_MAX_PIXELS,
   encodePng,
   loadImageWithOrientation,
   prepareOriginal,
-  prepareReferenceRegion,
-  prepareRegion,
-  referenceBoxToPixels,
   reorient,
   type ImageInput,
 } from '../image/image';
@@ -32,16 +29,14 @@ import { Model, type ModelLoadOptions } from '../llama/model';
 import { OperationQueue } from '../llama/operation-queue';
 import type { Projector } from '../llama/projector';
 import {
-  answerContinuation,
   baselinePrompt,
   renderPrompt,
-  roiPrompt,
   type ChainOfSpotPromptOptions,
   type Prompt,
 } from './prompt';
 import type { GenerateResult, Session } from '../llama/session';
 import { RemoteChainOfSpot, type ConnectOptions } from './remote';
-import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
+import { booleanOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 
 /** Options of {@link ChainOfSpot.load}. */
 export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
@@ -207,20 +202,6 @@ interface PreparedImage {
 }
 
 /** Validated options of one question. */
-interface AskConfig {
-  reference: boolean;
-  maxTokens: number;
-  roiMaxTokens: number;
-  grammar: boolean;
-  includeRoiImage: boolean;
-  /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
-  turnOnePrompt: Prompt;
-  turnTwoPrompt: Prompt;
-  signal: AbortSignal | undefined;
-  onText1: ((text: string) => void) | undefined;
-  onText2: ((text: string) => void) | undefined;
-}
-
 const preparedImages = new WeakMap<OpenedImage, PreparedImage>();
 
 /** Tokens for prompts and question beyond the images and answers, in the default context size. */
@@ -364,23 +345,7 @@ export class ChainOfSpot {
   }
 
   #askConfig(question: string, options: AskOptions | undefined): AskConfig {
-    if (typeof question !== 'string') throw new TypeError('question must be a string');
-    const opts = optionsObject(options);
-    const onText = functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText');
-    const prompts = { ...this.#defaults, ...promptDefaults(opts) };
-    const reference = booleanOption(opts.reference, 'reference', this.#reference);
-    return {
-      reference,
-      maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
-      roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
-      grammar: booleanOption(opts.grammar, 'grammar', !reference),
-      includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
-      turnOnePrompt: roiPrompt(question, prompts),
-      turnTwoPrompt: answerContinuation(question, prompts),
-      signal: signalOption(opts.signal),
-      onText1: onText && ((text: string) => onText(text, 1)),
-      onText2: onText && ((text: string) => onText(text, 2)),
-    };
+    return askConfig(question, options, this.#defaults, this.#reference);
   }
 
   async #ask(image: ImageInput | OpenedImage, config: AskConfig): Promise<AskResult> {
@@ -398,20 +363,19 @@ export class ChainOfSpot {
       onText: config.onText1,
     });
     const { original } = prepared;
-    const region = config.reference ? parseReferenceBoxOrFallback(turnOne.text, original) : parseBoxOrFallback(turnOne.text, original);
+    const steps = regionSteps(config.reference);
+    const region = steps.read(turnOne.text, original);
 
     // Turn two: the zoomed region, in the same conversation.
     const cropStart = performance.now();
-    const roiImage = config.reference
-      ? await prepareReferenceRegion(original, region.box, size, this.#maxPixels)
-      : await prepareRegion(original, region.box, size, this.#maxPixels);
+    const roiImage = await steps.zoom(original, region.box, size, this.#maxPixels);
     const cropMs = performance.now() - cropStart;
     const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
     const turnTwo = await this.#generateTurn(turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
 
     const result: AskResult = {
       answer: turnTwo.text.trim(),
-      roi: { box: region.box, pixels: (config.reference ? referenceBoxToPixels : boxToPixels)(region.box, original.width, original.height), source: region.source },
+      roi: { box: region.box, pixels: steps.toPixels(region.box, original.width, original.height), source: region.source },
       turns: [turnOne, turnTwo],
       prefixReused,
       timings: { preprocessMs: loadMs + cropMs, totalMs: 0 },
@@ -515,11 +479,4 @@ export class ChainOfSpot {
       },
     };
   }
-}
-
-function promptDefaults(options: ChainOfSpotPromptOptions): ChainOfSpotPromptOptions {
-  const result: { roiInstruction?: string; answerInstruction?: string } = {};
-  if (options.roiInstruction !== undefined) result.roiInstruction = requiredString(options.roiInstruction, 'roiInstruction');
-  if (options.answerInstruction !== undefined) result.answerInstruction = requiredString(options.answerInstruction, 'answerInstruction');
-  return result;
 }

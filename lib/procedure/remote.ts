@@ -6,21 +6,18 @@
  */
 import { abortedError, ChainOfSpotError } from '../common/errors';
 import {
-  boxToPixels,
   DEFAULT_MAX_PIXELS,
   encodePng,
   loadImageWithOrientation,
   prepareOriginal,
-  prepareReferenceRegion,
-  prepareRegion,
-  referenceBoxToPixels,
   type ImageInput,
 } from '../image/image';
 import type { RgbImage } from '../common/rgb-image';
 import { OperationQueue } from '../llama/operation-queue';
-import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
-import { BOX_GRAMMAR, parseBoxOrFallback, parseReferenceBoxOrFallback } from './box';
-import { answerContinuation, baselinePrompt, renderPrompt, roiPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
+import { booleanOption, integerOption, requiredString, signalOption } from '../common/validate';
+import { askConfig, promptDefaults, regionSteps, type AskConfig } from './ask-config';
+import { BOX_GRAMMAR } from './box';
+import { baselinePrompt, renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
 import type { AskOptions, AskResult, BaselineResult, ChainOfSpot, ChainOfSpotOptions, TurnResult } from './chain-of-spot';
 
 /** Options of {@link ChainOfSpot.connect}. */
@@ -87,19 +84,6 @@ interface Completion {
   stop_type: string;
   truncated: boolean;
   timings: { cache_n: number; prompt_n: number; prompt_ms: number; predicted_n: number; predicted_ms: number };
-}
-
-/** One question's settings, validated before any request. */
-interface RemoteAskConfig {
-  reference: boolean;
-  maxTokens: number;
-  roiMaxTokens: number;
-  grammar: boolean;
-  includeRoiImage: boolean;
-  turnOnePrompt: Prompt;
-  turnTwoPrompt: Prompt;
-  signal: AbortSignal | undefined;
-  onText: ((text: string, turn: 1 | 2) => void) | undefined;
 }
 
 /**
@@ -223,8 +207,7 @@ export class RemoteChainOfSpot {
       const { model, preprocessMs } = await this.#prepare(image, config.reference);
       const prompt = baselinePrompt(question);
       const original = (await encodePng(model)).toString('base64');
-      const onText = config.onText && ((text: string) => config.onText!(text, 1));
-      const { turn, cachedPrefix } = await this.#turn(prompt, this.#raw(prompt), [original], { n_predict: config.maxTokens }, signal, onText);
+      const { turn, cachedPrefix } = await this.#turn(prompt, this.#raw(prompt), [original], { n_predict: config.maxTokens }, signal, config.onText1);
       const prefixReused = await this.#prefixReused(prompt, cachedPrefix, signal);
       return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
     });
@@ -251,25 +234,11 @@ export class RemoteChainOfSpot {
     }, signal);
   }
 
-  #askConfig(question: string, options: AskOptions | undefined): RemoteAskConfig {
-    if (typeof question !== 'string') throw new TypeError('question must be a string');
-    const opts = optionsObject(options);
-    const prompts = { ...this.#defaults, ...promptDefaults(opts) };
-    const reference = booleanOption(opts.reference, 'reference', this.#reference);
-    return {
-      reference,
-      maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
-      roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
-      grammar: booleanOption(opts.grammar, 'grammar', !reference),
-      includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
-      turnOnePrompt: roiPrompt(question, prompts),
-      turnTwoPrompt: answerContinuation(question, prompts),
-      signal: signalOption(opts.signal),
-      onText: functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText'),
-    };
+  #askConfig(question: string, options: AskOptions | undefined): AskConfig {
+    return askConfig(question, options, this.#defaults, this.#reference);
   }
 
-  async #ask(image: ImageInput, config: RemoteAskConfig, signal: AbortSignal): Promise<RemoteAskResult> {
+  async #ask(image: ImageInput, config: AskConfig, signal: AbortSignal): Promise<RemoteAskResult> {
     const start = performance.now();
     const { original, model, preprocessMs: loadMs } = await this.#prepare(image, config.reference);
     const originalPng = (await encodePng(model)).toString('base64');
@@ -280,24 +249,23 @@ export class RemoteChainOfSpot {
     const one = await this.#turn(turnOnePrompt, turnOneRaw, [originalPng], {
       n_predict: config.roiMaxTokens,
       ...(config.grammar ? { grammar: BOX_GRAMMAR } : {}),
-    }, signal, config.onText && ((text) => config.onText!(text, 1)));
-    const region = config.reference ? parseReferenceBoxOrFallback(one.turn.text, original) : parseBoxOrFallback(one.turn.text, original);
+    }, signal, config.onText1);
+    const steps = regionSteps(config.reference);
+    const region = steps.read(one.turn.text, original);
 
     // Turn two: the zoomed region, after turn one's answer as the model wrote it, in the same slot.
     const cropStart = performance.now();
-    const roiImage = config.reference
-      ? await prepareReferenceRegion(original, region.box, this.#imageSize, this.#maxPixels)
-      : await prepareRegion(original, region.box, this.#imageSize, this.#maxPixels);
+    const roiImage = await steps.zoom(original, region.box, this.#imageSize, this.#maxPixels);
     const roiPng = await encodePng(roiImage);
     const cropMs = performance.now() - cropStart;
     const two = await this.#turn(turnTwoPrompt, turnOneRaw + one.turn.text + this.#raw(turnTwoPrompt), [originalPng, roiPng.toString('base64')], {
       n_predict: config.maxTokens,
       id_slot: one.slot,
-    }, signal, config.onText && ((text) => config.onText!(text, 2)));
+    }, signal, config.onText2);
 
     const result: RemoteAskResult = {
       answer: two.turn.text.trim(),
-      roi: { box: region.box, pixels: (config.reference ? referenceBoxToPixels : boxToPixels)(region.box, original.width, original.height), source: region.source },
+      roi: { box: region.box, pixels: steps.toPixels(region.box, original.width, original.height), source: region.source },
       turns: [one.turn, two.turn],
       prefixReused: await this.#prefixReused(turnOnePrompt, one.cachedPrefix, signal),
       timings: { preprocessMs: loadMs + cropMs, totalMs: 0 },
@@ -600,11 +568,4 @@ function parseUrl(value: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`url must be an http(s) URL, got ${JSON.stringify(value)}`);
   return url.href.replace(/\/+$/, '');
-}
-
-function promptDefaults(options: ChainOfSpotPromptOptions): ChainOfSpotPromptOptions {
-  const result: { roiInstruction?: string; answerInstruction?: string } = {};
-  if (options.roiInstruction !== undefined) result.roiInstruction = requiredString(options.roiInstruction, 'roiInstruction');
-  if (options.answerInstruction !== undefined) result.answerInstruction = requiredString(options.answerInstruction, 'answerInstruction');
-  return result;
 }

@@ -1,0 +1,77 @@
+/**
+ * What the local {@link ChainOfSpot} and the remote one share about a question: its options,
+ * checked into one config, and the region steps (read the box, zoom into it, map it onto the
+ * picture) of the mode the question runs in (this package's, or the reference's own).
+ */
+import type { RgbImage } from '../common/rgb-image';
+import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
+import type { ImageSize, PixelRect } from '../image/geometry';
+import { boxToPixels, prepareReferenceRegion, prepareRegion, referenceBoxToPixels } from '../image/image';
+import { parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
+import type { AskOptions, ChainOfSpot } from './chain-of-spot';
+import { answerContinuation, roiPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
+
+/** A question's options, checked. */
+export interface AskConfig {
+  reference: boolean;
+  maxTokens: number;
+  roiMaxTokens: number;
+  grammar: boolean;
+  includeRoiImage: boolean;
+  /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
+  turnOnePrompt: Prompt;
+  turnTwoPrompt: Prompt;
+  signal: AbortSignal | undefined;
+  onText1: ((text: string) => void) | undefined;
+  onText2: ((text: string) => void) | undefined;
+}
+
+/**
+ * Checks a question and its options (argument mistakes throw TypeError / RangeError here, before
+ * any work), on top of the instance's prompt defaults and reference mode.
+ */
+export function askConfig(question: string, options: AskOptions | undefined, defaults: ChainOfSpotPromptOptions, referenceDefault: boolean): AskConfig {
+  if (typeof question !== 'string') throw new TypeError('question must be a string');
+  const opts = optionsObject(options);
+  const onText = functionOption<(text: string, turn: 1 | 2) => void>(opts.onText, 'onText');
+  const prompts = { ...defaults, ...promptDefaults(opts) };
+  const reference = booleanOption(opts.reference, 'reference', referenceDefault);
+  return {
+    reference,
+    maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
+    roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
+    grammar: booleanOption(opts.grammar, 'grammar', !reference),
+    includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
+    turnOnePrompt: roiPrompt(question, prompts),
+    turnTwoPrompt: answerContinuation(question, prompts),
+    signal: signalOption(opts.signal),
+    onText1: onText && ((text: string) => onText(text, 1)),
+    onText2: onText && ((text: string) => onText(text, 2)),
+  };
+}
+
+/** The instruction templates an options object sets, checked. */
+export function promptDefaults(options: ChainOfSpotPromptOptions): ChainOfSpotPromptOptions {
+  const result: { roiInstruction?: string; answerInstruction?: string } = {};
+  if (options.roiInstruction !== undefined) result.roiInstruction = requiredString(options.roiInstruction, 'roiInstruction');
+  if (options.answerInstruction !== undefined) result.answerInstruction = requiredString(options.answerInstruction, 'answerInstruction');
+  return result;
+}
+
+/** Turn one's answer to the zoomed region, the steps that differ between the two modes. */
+export interface RegionSteps {
+  /** The region turn one's answer names, or the whole image. */
+  read(text: string, image: ImageSize): RegionBox;
+  /** The region cropped from the padded image and zoomed to `size`. */
+  zoom(image: RgbImage, box: Box, size: number, maxPixels?: number): Promise<RgbImage>;
+  /** The region in the original image's pixels, to draw it. */
+  toPixels(box: Box, width: number, height: number): PixelRect;
+}
+
+const PACKAGE_STEPS: RegionSteps = { read: parseBoxOrFallback, zoom: prepareRegion, toPixels: boxToPixels };
+const REFERENCE_STEPS: RegionSteps = { read: parseReferenceBoxOrFallback, zoom: prepareReferenceRegion, toPixels: referenceBoxToPixels };
+
+/** This package's region steps, or the reference's (see `reference` in {@link ChainOfSpot.ask}). */
+export function regionSteps(reference: boolean): RegionSteps {
+  return reference ? REFERENCE_STEPS : PACKAGE_STEPS;
+}
