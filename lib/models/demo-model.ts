@@ -155,3 +155,12 @@ export async function writeDemoModel(weightsDir: string, outDir: string, name: s
   await writeAtomically(files.mmproj, { metadata: mmprojMetadata(manifest.config, name), tensors: tensorsOf('mmproj') });
   return files;
 }
+
+/**
+ * Where the package's trained demo pair is: `assets/demo-model/` at the package root (this file runs
+ * as dist/lib/models/demo-model.js). What `--demo-model` and `demo` load.
+ */
+export function demoModelFiles(): DemoModelFiles {
+  const dir = join(__dirname, '..', '..', '..', 'assets', 'demo-model');
+  return { model: join(dir, `${DEMO_MODEL_NAME}.gguf`), mmproj: join(dir, `${DEMO_MODEL_NAME}-mmproj.gguf`) };
+}

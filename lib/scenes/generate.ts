@@ -9,8 +9,10 @@
  *
  * Geometry, in fractions of the side of the image padded to a square (the frame of Chain-of-Spot's
  * boxes): a tag's shape is {@link TAG_SIZE} across, its digit {@link DIGIT_HEIGHT} high, and its
- * box is its centre ± {@link BOX_HALF}. Tag centres lie on a 0.01 grid, so a box is written with at
- * most 2 decimals (still the reference's `round(x, 3)` format). For a projector of `S` px the digit
+ * box is its centre ± {@link BOX_HALF}. Tag centres lie on a grid of {@link CENTRE_GRID} (0.05), so
+ * a box is written with at most 2 decimals (still the reference's `round(x, 3)` format) and finding
+ * a tag is choosing one of ~17 positions per axis, which a model small enough to train on a CPU
+ * learns; a neighbouring position already scores IoU < 0.5. For a projector of `S` px the digit
  * is `S * DIGIT_HEIGHT` px high in the whole view and `S * DIGIT_HEIGHT / (2 * BOX_HALF)` in the crop.
  */
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
@@ -28,6 +30,8 @@ export const DIGIT_HEIGHT = 0.025;
 export const BOX_HALF = 0.07;
 /** The least distance (Chebyshev, padded-side fractions) between two tags' centres. */
 export const MIN_TAG_DISTANCE = 0.17;
+/** The grid tag centres lie on, in hundredths of the padded side. */
+export const CENTRE_GRID = 5;
 
 /** A tag's named colour and the digit colour that contrasts with it. Names are single words. */
 export interface TagColour {
@@ -195,7 +199,7 @@ export async function renderScene(seed: number, index: number, photos: readonly 
     background = { kind };
   }
 
-  // Tag centres on the 0.01 grid of the padded square, the shape inside the image, the box inside the square.
+  // Tag centres on the CENTRE_GRID of the padded square, the shape inside the image, the box inside the square.
   const side = square.side;
   const tagHalf = TAG_SIZE / 2 + 0.005;
   const range = (offset: number, extent: number): [number, number] => [
@@ -207,7 +211,8 @@ export async function renderScene(seed: number, index: number, photos: readonly 
   const wanted = rng.int(3, 6);
   const centres: [number, number][] = [];
   for (let attempt = 0; attempt < 400 && centres.length < wanted; attempt++) {
-    const c: [number, number] = [rng.int(x0, x1), rng.int(y0, y1)];
+    const g = CENTRE_GRID;
+    const c: [number, number] = [g * rng.int(Math.ceil(x0 / g), Math.floor(x1 / g)), g * rng.int(Math.ceil(y0 / g), Math.floor(y1 / g))];
     if (centres.every(([x, y]) => Math.max(Math.abs(x - c[0]), Math.abs(y - c[1])) >= MIN_TAG_DISTANCE * 100 - 1e-9)) centres.push(c);
   }
   const colours = rng.sample(TAG_COLOURS, centres.length);

@@ -1,6 +1,7 @@
 /** The tag-reading scene generator behind `chain-of-spot scenes` (see generate.ts). */
 export {
   BOX_HALF,
+  CENTRE_GRID,
   DIGIT_HEIGHT,
   MIN_TAG_DISTANCE,
   QUESTION_TEMPLATES,
