@@ -76,18 +76,22 @@ def overlap_patches(x0, y0, x1, y1, grid):
     return out
 
 
+def patch_of(x, y, grid):
+    return min(grid - 1, max(0, int(y * grid))) * grid + min(grid - 1, max(0, int(x * grid)))
+
+
 def whole_view_labels(tags, grid):
-    """Per patch: colour (0 none, 1..9), shape, and the box's l,t,r,b in hundredths (IGNORE if none)."""
+    """Per patch: colour (0 none, 1..9), shape, and the box's l,t,r,b in hundredths (IGNORE if none),
+    on the patch holding the tag's centre (which always holds a good part of the tag; patches with a
+    sliver of it would be noise)."""
     colour = np.zeros(grid * grid, np.int64)
     shape = np.full(grid * grid, IGNORE, np.int64)
     coords = np.full((grid * grid, 4), IGNORE, np.int64)
-    h = TAG_SIZE / 2
     for tag in tags:
-        cx, cy = tag["centre"]
-        for p in overlap_patches(cx - h, cy - h, cx + h, cy + h, grid):
-            colour[p] = COLOURS.index(tag["colour"]) + 1
-            shape[p] = SHAPES.index(tag["shape"])
-            coords[p] = [round(v * 100) for v in tag["box"]]
+        p = patch_of(*tag["centre"], grid)
+        colour[p] = COLOURS.index(tag["colour"]) + 1
+        shape[p] = SHAPES.index(tag["shape"])
+        coords[p] = [round(v * 100) for v in tag["box"]]
     return colour, shape, coords
 
 
@@ -105,11 +109,10 @@ def region_labels(tag, rect, side, grid):
     def to_crop(x, y):  # padded-square fraction -> crop-canvas fraction
         return ((x * side - l + ox) / cs, (y * side - t + oy) / cs)
 
-    x0, y0 = to_crop(cx - hw, cy + dy - hh)
-    x1, y1 = to_crop(cx + hw, cy + dy + hh)
     digit = np.zeros(grid * grid, np.int64)
-    for p in overlap_patches(x0, y0, x1, y1, grid):
-        digit[p] = tag["digit"] + 1
+    x, y = to_crop(cx, cy + dy)
+    if 0 <= x < 1 and 0 <= y < 1:
+        digit[patch_of(x, y, grid)] = tag["digit"] + 1
     return digit
 
 
@@ -121,6 +124,21 @@ def jitter_box(rng, box, amount):
     cx += rng.uniform(-amount, amount)
     cy += rng.uniform(-amount, amount)
     return [round(v, 3) for v in (cx - hw * s, cy - hh * s, cx + hw * s, cy + hh * s)]
+
+
+def relabel(ds, scenes_dir, size, patch, crops_per_question, seed, jitters=(0.012, 0.035)):
+    """Recomputes the labels of a prepared set (replaying its crop jitter) without touching pixels."""
+    rng = np.random.default_rng(seed)
+    grid = size // patch
+    qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+    for qi, q in enumerate(qs):
+        i = ds["image_of"][qi]
+        ds["colour"][i], ds["shape"][i], ds["coords"][i] = whole_view_labels(q["tags"], grid)
+        side = max(q["width"], q["height"])
+        for k in range(crops_per_question):
+            box = jitter_box(rng, q["box"], jitters[k % len(jitters)])
+            ds["digits"][qi, k] = region_labels(q["tag"], crop_rect(box, side), side, grid)
+    return ds
 
 
 def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035)):

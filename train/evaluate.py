@@ -121,15 +121,8 @@ def main():
     qs = data.load_questions(os.path.join(args.scenes, "questions.jsonl"))
     if args.limit:
         qs = qs[: args.limit]
-    pkg = {}
-    if args.package:
-        with open(args.package) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    pkg[r["id"]] = r
     run = Runner(model)
-    rows = []
+    rows, results = [], []
     t0 = time.time()
     square = None
     for i, q in enumerate(qs):
@@ -138,8 +131,23 @@ def main():
         tok = tokens[q["id"]]
         c = run.ask(square[1], tok, pieces)
         b = run.baseline(square[1], tok, pieces)
+        results.append((q, c, b))
         gold = q["answers"][0]
         row = dict(id=q["id"], cos_ok=c["answer"] == gold, base_ok=b["answer"] == gold, iou=iou(c["box"], q["box"]), box_ok=c["box_ok"])
+        rows.append(row)
+        if (i + 1) % 50 == 0:
+            print(f"{i + 1}/{len(qs)} {time.time() - t0:.0f}s cos {np.mean([r['cos_ok'] for r in rows]):.3f} base {np.mean([r['base_ok'] for r in rows]):.3f}", flush=True)
+    pkg = {}
+    if args.package:
+        while not os.path.exists(args.package + ".done"):
+            time.sleep(5)
+        with open(args.package) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    pkg[r["id"]] = r
+    for (q, c, b), row in zip(results, rows):
+        gold = q["answers"][0]
         p = pkg.get(q["id"])
         if p is not None:
             row.update(
@@ -157,9 +165,6 @@ def main():
                 row["logit_diff"] = max(diffs)
                 row["logit_diffs"] = diffs
                 row["logit_scale"] = float(l1.abs().max())
-        rows.append(row)
-        if (i + 1) % 50 == 0:
-            print(f"{i + 1}/{len(qs)} {time.time() - t0:.0f}s cos {np.mean([r['cos_ok'] for r in rows]):.3f} base {np.mean([r['base_ok'] for r in rows]):.3f}", flush=True)
     rate = lambda k: float(np.mean([r[k] for r in rows if k in r])) if any(k in r for r in rows) else None
     report = dict(
         questions=len(rows),

@@ -74,6 +74,7 @@ async function main() {
     await cos.dispose();
   }
   writeFileSync(outPath, out.join('\n') + '\n');
+  writeFileSync(`${outPath}.done`, '');
   console.log(`${out.length} questions -> ${outPath}`);
 }
 main().catch((e) => {

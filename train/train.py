@@ -37,6 +37,8 @@ class AuxHeads(nn.Module):
         self.shape = nn.Linear(w, 3)
         self.coords = nn.Linear(w, 4 * 101)
         self.digit = nn.Linear(w, 11)
+        # the class token of a zoomed region (the last image token the text model gets): its digit
+        self.cls_digit = nn.Linear(w, 10)
 
 
 def lr_at(step, total, peak, warmup):
@@ -61,8 +63,9 @@ def stage_a(model, heads, ds, args, rng):
     if os.path.exists(path):
         st = torch.load(path)
         model.vision.load_state_dict(st["vision"])
-        heads.load_state_dict(st["heads"])
-        opt.load_state_dict(st["opt"])
+        missing = heads.load_state_dict(st["heads"], strict=False).missing_keys
+        if not missing:
+            opt.load_state_dict(st["opt"])
         step = st["step"]
         rng.bit_generator.state = st["rng"]
         log(f"stage A resumed at step {step}")
@@ -82,13 +85,14 @@ def stage_a(model, heads, ds, args, rng):
         n = model.c.n_patches
         fw, fc = seq[: len(ii), :n], seq[len(ii):, :n]
         colour = torch.from_numpy(ds["colour"][ii])
-        loss_colour = F.cross_entropy(heads.colour(fw).flatten(0, 1), colour.flatten())
+        loss_colour = F.cross_entropy(heads.colour(fw).flatten(0, 1), colour.flatten(), weight=torch.tensor([0.1] + [1.0] * N_COLOURS))
         loss_shape = F.cross_entropy(heads.shape(fw).flatten(0, 1), torch.from_numpy(ds["shape"][ii]).flatten(), ignore_index=data.IGNORE)
         coords = torch.from_numpy(ds["coords"][ii])  # [B, n, 4]
         loss_coords = F.cross_entropy(heads.coords(fw).view(-1, 4, 101).flatten(0, 1), coords.flatten(), ignore_index=data.IGNORE)
         digit = torch.from_numpy(ds["digits"][qi, ki])
-        loss_digit = F.cross_entropy(heads.digit(fc).flatten(0, 1), digit.flatten(), weight=torch.tensor([0.2] + [1.0] * 10))
-        loss = loss_colour + 0.5 * loss_shape + 2.0 * loss_coords + 2.0 * loss_digit
+        loss_digit = F.cross_entropy(heads.digit(fc).flatten(0, 1), digit.flatten(), weight=torch.tensor([0.1] + [1.0] * 10))
+        loss_cls = F.cross_entropy(heads.cls_digit(seq[len(ii):, n]), torch.from_numpy(ds["answers"][qi]))
+        loss = loss_colour + 0.5 * loss_shape + loss_coords + 2.0 * loss_digit + loss_cls
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -101,8 +105,11 @@ def stage_a(model, heads, ds, args, rng):
                 err = (pred - coords).abs()[m].float().mean().item()
                 dm = digit > 0
                 dacc = (heads.digit(fc).argmax(-1) == digit)[dm].float().mean().item()
-            log(f"A {step}/{args.steps_a} loss {loss.item():.3f} colour {loss_colour.item():.3f} coords {loss_coords.item():.3f} "
-                f"(mean |err| {err:.2f}/100) digit {loss_digit.item():.3f} (acc {dacc:.3f}) {(time.time() - t0) / 10:.2f}s/step")
+                cm = colour > 0
+                colacc = (heads.colour(fw).argmax(-1) == colour)[cm].float().mean().item()
+                cacc = (heads.cls_digit(seq[len(ii):, n]).argmax(-1) == torch.from_numpy(ds["answers"][qi])).float().mean().item()
+            log(f"A {step}/{args.steps_a} loss {loss.item():.3f} colour {loss_colour.item():.3f} (acc {colacc:.2f}) coords {loss_coords.item():.3f} "
+                f"(mean |err| {err:.2f}/100) digit {loss_digit.item():.3f} (acc {dacc:.3f}, class token {cacc:.2f}) {(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
         if time.time() - last_save > args.save_every or step == args.steps_a:
             save(path, vision=model.vision.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(), step=step, rng=rng.bit_generator.state)
@@ -134,6 +141,23 @@ def cos_sequence(tok, n):
     # target[i] says whether ids[i + 1] is trained on; t2 starts with </s> (the end of turn one)
     assert len(target) == len(ids) - 1
     return ids, target
+
+
+def turn_one_sequence(tok, n):
+    """Turn one alone (a prefix of the two-turn conversation, so the same training signal for the
+    box at half the length): the prompt, the box, and </s>."""
+    t1, box = expand(tok["t1"], n), tok["box"]
+    ids = t1 + box + [EOS]
+    return ids, [0] * (len(t1) - 1) + [1] * len(box) + [1]
+
+
+def turn_two_sequence(tok, n):
+    """Turn two alone (its continuation from </s>, no turn one before it): a short sequence that
+    teaches reading the zoomed region quickly; RoPE is relative, so it carries over to the whole
+    conversation."""
+    t2, ans = expand(tok["t2"], n), tok["ans"]
+    ids = t2 + ans + [EOS]
+    return ids, [0] * (len(t2) - 1) + [1] * len(ans) + [1]
 
 
 def base_sequence(tok, n):
@@ -170,25 +194,38 @@ def lm_loss(model, ids, tgt, orig_feats, roi_feats):
     return F.cross_entropy(logits, t), logits, t, rows
 
 
-def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n):
+def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0):
+    """Two groups, each padded to its own length: n_cos two-turn conversations (with a region), and
+    n_base baselines followed by n_t1 turn-one-only prefixes (about half as long)."""
     nq = len(ds["ids"])
+    groups = []
     seqs, origs, rois = [], [], []
     for qi in rng.integers(0, nq, n_cos):
-        tok = tokens[str(ds["ids"][qi])]
-        seqs.append(cos_sequence(tok, n))
+        seqs.append(cos_sequence(tokens[str(ds["ids"][qi])], n))
         origs.append(int(ds["image_of"][qi]))
         rois.append((int(qi), int(rng.integers(0, feats_roi.shape[1]))))
+    if seqs:
+        ids, tgt = batch_tensors(seqs)
+        groups.append((ids, tgt, feats_orig[torch.tensor(origs)], torch.stack([feats_roi[q, k] for q, k in rois])))
+    seqs, origs = [], []
     for qi in rng.integers(0, nq, n_base):
-        tok = tokens[str(ds["ids"][qi])]
-        seqs.append(base_sequence(tok, n))
+        seqs.append(base_sequence(tokens[str(ds["ids"][qi])], n))
         origs.append(int(ds["image_of"][qi]))
-    ids, tgt = batch_tensors(seqs)
-    fo = feats_orig[torch.tensor(origs)]
-    fr = torch.stack([feats_roi[q, k] for q, k in rois]) if rois else None
-    if fr is not None and n_base:
-        # rows without a region: pad the roi features (ignored by embed, which selects rows with slot -2)
-        fr = torch.cat([fr, torch.zeros(n_base, *fr.shape[1:], dtype=fr.dtype)])
-    return ids, tgt, fo, fr
+    for qi in rng.integers(0, nq, n_t1):
+        seqs.append(turn_one_sequence(tokens[str(ds["ids"][qi])], n))
+        origs.append(int(ds["image_of"][qi]))
+    if seqs:
+        ids, tgt = batch_tensors(seqs)
+        groups.append((ids, tgt, feats_orig[torch.tensor(origs)], None))
+    seqs, rois = [], []
+    for qi in rng.integers(0, nq, n_t2):
+        seqs.append(turn_two_sequence(tokens[str(ds["ids"][qi])], n))
+        rois.append((int(qi), int(rng.integers(0, feats_roi.shape[1]))))
+    if seqs:
+        ids, tgt = batch_tensors(seqs)
+        # no original image in these rows: its features are unused
+        groups.append((ids, tgt, feats_orig[:1].expand(len(seqs), -1, -1), torch.stack([feats_roi[q, k] for q, k in rois])))
+    return groups
 
 
 def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=False):
@@ -234,8 +271,21 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
             fo = f[: len(img)]
             fr = torch.cat([f[len(img):], torch.zeros(len(bi), *f.shape[1:])])
         else:
-            ids, tgt, fo, fr = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n)
-        loss, logits, t, rows = lm_loss(model, ids, tgt, fo, fr)
+            groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch)
+        if joint:
+            loss, logits, t, rows = lm_loss(model, ids, tgt, fo, fr)
+        else:
+            parts = [lm_loss(model, *g) for g in groups]
+            total = sum(len(p[2]) for p in parts)
+            loss = sum(p[0] * len(p[2]) for p in parts) / total
+            logits = torch.cat([p[1] for p in parts])
+            t = torch.cat([p[2] for p in parts])
+            offset, rr = 0, []
+            for (g_ids, *_), p in zip(groups, parts):
+                rr.append(p[3] + offset)
+                offset += g_ids.shape[0]
+            rows = torch.cat(rr)
+            ids = torch.zeros(offset, 1)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -251,8 +301,13 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
                     pos = (rows == i).nonzero().flatten()
                     ans_ok.append(bool(ok[pos[-2]]))
                 cos_acc = float(np.mean(ans_ok[: args.cos_batch]))
-                base_acc = float(np.mean(ans_ok[args.cos_batch:])) if args.base_batch else float("nan")
+                base_acc = float(np.mean(ans_ok[args.cos_batch: args.cos_batch + args.base_batch])) if args.base_batch else float("nan")
+                # box tokens of all rows with one: every trained target but the answer and the final </s>
+                box_ok = [bool(ok[(rows == i).nonzero().flatten()[:-3 if i < args.cos_batch else -1]].all())
+                          for i in range(args.cos_batch + args.base_batch + args.t1_batch) if i < args.cos_batch or i >= args.cos_batch + args.base_batch]
+                t2_acc = float(np.mean(ans_ok[args.cos_batch + args.base_batch + args.t1_batch:])) if args.t2_batch else float("nan")
             log(f"{name} {step}/{steps} loss {loss.item():.4f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
+                f"whole box right {np.mean(box_ok):.2f} turn-two-only answer {t2_acc:.2f} "
                 f"{(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
         if time.time() - last_save > args.save_every or step == steps:
@@ -275,6 +330,8 @@ def main():
     ap.add_argument("--steps-b", type=int, default=900)
     ap.add_argument("--cos-batch", type=int, default=12)
     ap.add_argument("--base-batch", type=int, default=4)
+    ap.add_argument("--t1-batch", type=int, default=0, help="extra turn-one-only rows per batch")
+    ap.add_argument("--t2-batch", type=int, default=0, help="extra turn-two-only rows per batch")
     ap.add_argument("--lr-b", type=float, default=1.5e-3)
     ap.add_argument("--joint-steps", type=int, default=0)
     ap.add_argument("--lr-c", type=float, default=2e-4)
@@ -296,6 +353,7 @@ def main():
     ds = data.prepare_set(args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed,
                           os.path.join(args.work, f"train-{cfg.image_size}.npz"))
     log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
+    data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
     tokens = data.load_tokens(args.tokens)
     stage_a(model, heads, ds, args, rng)
     model.vision.requires_grad_(False)
