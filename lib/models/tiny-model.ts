@@ -419,26 +419,27 @@ function fingerprint(spec: TinyModelSpec, seed: number): string {
 // --- the two files -------------------------------------------------------------------------------
 
 /** Metadata and tensors of the text model. */
-function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
-  checkSpec(spec, seed);
+/**
+ * The metadata of a LLaVA-1.5 text model with `spec`'s shape and the tiny vocabulary, as llama.cpp
+ * reads it; `name` is `general.name`. Shared with the trained demo pair (demo-model.ts).
+ */
+export function llavaTextMetadata(spec: TinyModelSpec, name: string): [string, GgufValue][] {
   const t = spec.text;
   const vocab = tinyVocab(spec.vocabSize);
-  const nVocab = vocab.tokens.length;
-  const headDim = t.nEmbd / t.nHead;
-  const metadata: [string, GgufValue][] = [
+  return [
     ['general.architecture', gguf.str('llama')],
-    ['general.name', gguf.str(`${spec.name} (random weights)`)],
+    ['general.name', gguf.str(name)],
     ['general.file_type', gguf.u32(spec.textType === 'q4_k_m' ? FILE_TYPE_MOSTLY_Q4_K_M : FILE_TYPE_MOSTLY_F16)],
     ['llama.context_length', gguf.u32(t.contextLength)],
     ['llama.embedding_length', gguf.u32(t.nEmbd)],
     ['llama.block_count', gguf.u32(t.nLayer)],
     ['llama.feed_forward_length', gguf.u32(t.nFf)],
-    ['llama.rope.dimension_count', gguf.u32(headDim)],
+    ['llama.rope.dimension_count', gguf.u32(t.nEmbd / t.nHead)],
     ['llama.attention.head_count', gguf.u32(t.nHead)],
     ['llama.attention.head_count_kv', gguf.u32(t.nHeadKv)],
     ['llama.attention.layer_norm_rms_epsilon', gguf.f32(t.rmsEps)],
     ['llama.rope.freq_base', gguf.f32(t.ropeFreqBase)],
-    ['llama.vocab_size', gguf.u32(nVocab)],
+    ['llama.vocab_size', gguf.u32(vocab.tokens.length)],
     ['tokenizer.ggml.model', gguf.str('llama')],
     ['tokenizer.ggml.tokens', gguf.array(GgufType.STRING, vocab.tokens)],
     ['tokenizer.ggml.scores', gguf.array(GgufType.FLOAT32, vocab.scores)],
@@ -451,6 +452,14 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
     ['tokenizer.ggml.add_eos_token', gguf.bool(false)],
     ['tokenizer.ggml.add_space_prefix', gguf.bool(true)],
   ];
+}
+
+function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
+  checkSpec(spec, seed);
+  const t = spec.text;
+  const nVocab = tinyVocab(spec.vocabSize).tokens.length;
+  const headDim = t.nEmbd / t.nHead;
+  const metadata = llavaTextMetadata(spec, `${spec.name} (random weights)`);
   if (spec.chatTemplate !== undefined) metadata.push(['tokenizer.chat_template', gguf.str(spec.chatTemplate)]);
   metadata.push([FINGERPRINT_KEY, gguf.str(fingerprint(spec, seed))]);
 
@@ -485,18 +494,19 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
 }
 
 /** Metadata and tensors of the CLIP projector (mmproj). */
-function mmprojContent(spec: TinyModelSpec, seed: number): GgufContent {
-  checkSpec(spec, seed);
+/**
+ * The metadata of a LLaVA-1.5 mmproj (CLIP vision encoder, `mlp` projector) with `spec`'s vision
+ * shape; `name` is `general.name`. Shared with the trained demo pair (demo-model.ts).
+ */
+export function llavaMmprojMetadata(spec: TinyModelSpec, name: string): [string, GgufValue][] {
   const v = spec.vision;
-  const outWidth = spec.projectorWidth ?? spec.text.nEmbd;
-  const nPositions = imageTokenCount(spec) + 1; // + the class embedding
-  const metadata: [string, GgufValue][] = [
+  return [
     ['general.architecture', gguf.str('clip')],
     ['clip.has_text_encoder', gguf.bool(false)],
     ['clip.has_vision_encoder', gguf.bool(true)],
     ['clip.has_llava_projector', gguf.bool(true)],
     ['general.file_type', gguf.u32(spec.textType === 'q4_k_m' ? FILE_TYPE_MOSTLY_Q4_K_M : FILE_TYPE_MOSTLY_F16)],
-    ['general.name', gguf.str(`${spec.name} mmproj (random weights)`)],
+    ['general.name', gguf.str(name)],
     ['general.description', gguf.str('image encoder for LLaVA')],
     ['clip.projector_type', gguf.str('mlp')],
     ['clip.vision.image_size', gguf.u32(v.imageSize)],
@@ -512,8 +522,15 @@ function mmprojContent(spec: TinyModelSpec, seed: number): GgufContent {
     ['clip.vision.image_std', gguf.array(GgufType.FLOAT32, CLIP_IMAGE_STD)],
     // false selects quick-GELU, CLIP ViT-L's activation.
     ['clip.use_gelu', gguf.bool(false)],
-    [FINGERPRINT_KEY, gguf.str(fingerprint(spec, seed))],
   ];
+}
+
+function mmprojContent(spec: TinyModelSpec, seed: number): GgufContent {
+  checkSpec(spec, seed);
+  const v = spec.vision;
+  const outWidth = spec.projectorWidth ?? spec.text.nEmbd;
+  const nPositions = imageTokenCount(spec) + 1; // + the class embedding
+  const metadata: [string, GgufValue][] = [...llavaMmprojMetadata(spec, `${spec.name} mmproj (random weights)`), [FINGERPRINT_KEY, gguf.str(fingerprint(spec, seed))]];
 
   const recipes: Recipe[] = [
     scaledWeight('mm.0.weight', [v.nEmbd, outWidth], TEXT_INIT.projector),
@@ -552,7 +569,7 @@ function mmprojContent(spec: TinyModelSpec, seed: number): GgufContent {
 }
 
 /** Writes to a unique temporary name, then renames: readers never see a half-written file. */
-async function writeAtomically(path: string, content: GgufContent): Promise<void> {
+export async function writeAtomically(path: string, content: GgufContent): Promise<void> {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeGguf(tmp, content);
