@@ -160,6 +160,18 @@ def turn_two_sequence(tok, n):
     return ids, [0] * (len(t2) - 1) + [1] * len(ans) + [1]
 
 
+PIECES = None
+
+
+def colour_hint_sequence(tok, n, colour):
+    """A curriculum helper, not an SDK prompt: BOS, the image, the asked colour's word, then the box.
+    Finding the tag from one word right before the box is a one-step lookup, which the text model
+    learns long before the two-step one of the real prompt (question -> colour -> patch)."""
+    word = PIECES.index("\u2581" + colour)
+    ids = [1] + [-1] * n + [word] + tok["box"] + [EOS]
+    return ids, [0] * (n + 1) + [1] * len(tok["box"]) + [1]
+
+
 def base_sequence(tok, n):
     b, ans = expand(tok["base"], n), tok["ans"]
     ids = b + ans + [EOS]
@@ -194,7 +206,7 @@ def lm_loss(model, ids, tgt, orig_feats, roi_feats):
     return F.cross_entropy(logits, t), logits, t, rows
 
 
-def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0):
+def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0, n_hint=0):
     """Two groups, each padded to its own length: n_cos two-turn conversations (with a region), and
     n_base baselines followed by n_t1 turn-one-only prefixes (about half as long)."""
     nq = len(ds["ids"])
@@ -213,6 +225,9 @@ def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=
         origs.append(int(ds["image_of"][qi]))
     for qi in rng.integers(0, nq, n_t1):
         seqs.append(turn_one_sequence(tokens[str(ds["ids"][qi])], n))
+        origs.append(int(ds["image_of"][qi]))
+    for qi in rng.integers(0, nq, n_hint):
+        seqs.append(colour_hint_sequence(tokens[str(ds["ids"][qi])], n, str(ds["colours"][qi])))
         origs.append(int(ds["image_of"][qi]))
     if seqs:
         ids, tgt = batch_tensors(seqs)
@@ -271,7 +286,7 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
             fo = f[: len(img)]
             fr = torch.cat([f[len(img):], torch.zeros(len(bi), *f.shape[1:])])
         else:
-            groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch)
+            groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch, args.hint_batch)
         if joint:
             loss, logits, t, rows = lm_loss(model, ids, tgt, fo, fr)
         else:
@@ -305,9 +320,11 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
                 # box tokens of all rows with one: every trained target but the answer and the final </s>
                 box_ok = [bool(ok[(rows == i).nonzero().flatten()[:-3 if i < args.cos_batch else -1]].all())
                           for i in range(args.cos_batch + args.base_batch + args.t1_batch) if i < args.cos_batch or i >= args.cos_batch + args.base_batch]
-                t2_acc = float(np.mean(ans_ok[args.cos_batch + args.base_batch + args.t1_batch:])) if args.t2_batch else float("nan")
+                first_t2 = args.cos_batch + args.base_batch + args.t1_batch + args.hint_batch
+                t2_acc = float(np.mean(ans_ok[first_t2:])) if args.t2_batch else float("nan")
+                hint_ok = [bool(ok[(rows == i).nonzero().flatten()[:-1]].all()) for i in range(first_t2 - args.hint_batch, first_t2)]
             log(f"{name} {step}/{steps} loss {loss.item():.4f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
-                f"whole box right {np.mean(box_ok):.2f} turn-two-only answer {t2_acc:.2f} "
+                f"whole box right {np.mean(box_ok):.2f} (colour-hint rows {np.mean(hint_ok) if hint_ok else float('nan'):.2f}) turn-two-only answer {t2_acc:.2f} "
                 f"{(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
         if time.time() - last_save > args.save_every or step == steps:
@@ -332,6 +349,7 @@ def main():
     ap.add_argument("--base-batch", type=int, default=4)
     ap.add_argument("--t1-batch", type=int, default=0, help="extra turn-one-only rows per batch")
     ap.add_argument("--t2-batch", type=int, default=0, help="extra turn-two-only rows per batch")
+    ap.add_argument("--hint-batch", type=int, default=0, help="extra colour-hint rows per batch (curriculum helper)")
     ap.add_argument("--lr-b", type=float, default=1.5e-3)
     ap.add_argument("--joint-steps", type=int, default=0)
     ap.add_argument("--lr-c", type=float, default=2e-4)
@@ -354,6 +372,9 @@ def main():
                           os.path.join(args.work, f"train-{cfg.image_size}.npz"))
     log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
     data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
+    ds["colours"] = np.array([q["tag"]["colour"] for q in data.load_questions(os.path.join(args.scenes, "questions.jsonl"))])
+    global PIECES
+    PIECES = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
     tokens = data.load_tokens(args.tokens)
     stage_a(model, heads, ds, args, rng)
     model.vision.requires_grad_(False)
