@@ -9,13 +9,14 @@ import sharp from 'sharp';
 import { REGION_COLOUR } from '../../lib/image/annotate';
 import type { RegionOfInterest } from '../../lib/procedure/chain-of-spot';
 import { parseCommandLine } from '../../lib/cli/args';
+import { readGgufHeader } from '../../lib/gguf/reader';
 import { demoModelFiles } from '../../lib/models/demo-model';
 import { errorReport } from '../../lib/cli/main';
 import type { RgbImage } from '../../lib/common/rgb-image';
 import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
 import type { Prediction } from '../../lib/eval/vqa';
-import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
+import { tinyLlavaFast } from '../support/models';
 import { FIXTURE_IMAGES } from '../support/paths';
 
 const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
@@ -216,21 +217,25 @@ describe('command line', function () {
   });
 
   describe('demo', () => {
-    it('writes the annotated photo and the crop, and says the weights are random', async () => {
+    it('runs the trained demo pair on a scene: the region drawn, the zoomed crop, the answer beside the truth', async () => {
       const dir = await mkdtemp(path.join(tmpdir(), 'cos-demo-'));
       try {
         const out = path.join(dir, 'pictures');
-        // The test cache already holds the same tiny pair, so nothing is written there.
-        const outcome = await cli(['demo', '--out', out], { cwd: dir, env: { CHAIN_OF_SPOT_CACHE: MODEL_CACHE } });
+        const outcome = await cli(['demo', '--out', out], { cwd: dir });
         assert.equal(outcome.code, 0, outcome.stderr);
+        const scene = /a (\d+)x(\d+) scene with (\d+) small numbered tags/.exec(outcome.stdout);
+        assert.ok(scene, outcome.stdout);
         const annotated = await sharp(path.join(out, 'chain-of-spot-demo.png')).metadata();
-        assert.deepEqual([annotated.format, annotated.width, annotated.height], ['png', 451, 300]);
+        assert.deepEqual([annotated.format, annotated.width, annotated.height], ['png', Number(scene[1]), Number(scene[2])]);
         const crop = await sharp(path.join(out, 'chain-of-spot-demo-roi.png')).metadata();
-        assert.deepEqual([crop.width, crop.height], [336, 336], 'the LLaVA-1.5 geometry');
-        assert.match(outcome.stdout, /RANDOM WEIGHTS/);
+        const { mmproj } = demoModelFiles();
+        const imageSize = (await readGgufHeader(mmproj)).kv.get('clip.vision.image_size')!.value;
+        assert.deepEqual([crop.width, crop.height], [imageSize, imageSize], 'zoomed to the demo projector\'s size');
+        assert.match(outcome.stdout, /^Question: What number is on the \w+ (circle|square|triangle)\?$/m);
+        assert.match(outcome.stdout, /^Answer: {2}\S/m);
+        assert.match(outcome.stdout, /^Truth: {3}\d \(the tag's region overlaps the model's by IoU \d\.\d\d\)$/m);
+        assert.match(outcome.stdout, /^Without the zoom \(one plain LLaVA turn, same model\): /m);
         assert.match(outcome.stdout, /Getting weights/);
-        assert.match(outcome.stdout, /^Answer: /m);
-        assert.match(outcome.stderr, new RegExp(`preparing the tiny demo model in ${MODEL_CACHE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
