@@ -242,6 +242,27 @@ describe('command line', function () {
     });
   });
 
+  describe('scenes and --demo-model', () => {
+    it('writes scenes that eval --demo-model answers and scores, regions included', async function () {
+      this.timeout(300_000);
+      const dir = await mkdtemp(path.join(tmpdir(), 'cos-scenes-'));
+      try {
+        const written = await cli(['scenes', '--count', '3', '--seed', '3', '--out', dir]);
+        assert.equal(written.code, 0, written.stderr);
+        assert.match(written.stdout, /^3 questions about \d+ scenes in .*questions\.jsonl$/m);
+        const again = path.join(dir, 'again');
+        assert.equal((await cli(['scenes', '--count', '3', '--seed', '3', '--out', again])).code, 0);
+        assert.equal(await readFile(path.join(again, 'questions.jsonl'), 'utf8'), await readFile(path.join(dir, 'questions.jsonl'), 'utf8'), 'the same seed, the same questions');
+        const evaluated = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4']);
+        assert.equal(evaluated.code, 0, evaluated.stderr);
+        assert.match(evaluated.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
+        assert.match(evaluated.stdout, /^Region: {7}\d+\.\d\d % with IoU >= 0\.5 against the true box \(mean IoU \d\.\d{3}, 3 questions\)$/m);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
   describe('eval', () => {
     let dir: string;
     let data: string;
