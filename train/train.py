@@ -26,6 +26,13 @@ EOS = 2
 N_COLOURS = len(data.COLOURS)
 
 
+def descend(opt, loss, params):
+    """One optimiser step on `loss`, gradients clipped to norm 1."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
 def log(msg):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
@@ -93,10 +100,7 @@ def stage_a(model, heads, ds, args, rng):
         loss_digit = F.cross_entropy(heads.digit(fc).flatten(0, 1), digit.flatten(), weight=torch.tensor([0.1] + [1.0] * 10))
         loss_cls = F.cross_entropy(heads.cls_digit(seq[len(ii):, n]), torch.from_numpy(ds["answers"][qi]))
         loss = loss_colour + 0.5 * loss_shape + loss_coords + 2.0 * loss_digit + loss_cls
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        descend(opt, loss, params)
         step += 1
         if step % 10 == 0:
             with torch.no_grad():
@@ -301,10 +305,7 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
                 offset += g_ids.shape[0]
             rows = torch.cat(rr)
             ids = torch.zeros(offset, 1)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        descend(opt, loss, params)
         step += 1
         if step % 10 == 0:
             with torch.no_grad():
