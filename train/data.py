@@ -80,6 +80,14 @@ def patch_of(x, y, grid):
     return min(grid - 1, max(0, int(y * grid))) * grid + min(grid - 1, max(0, int(x * grid)))
 
 
+def image_token_of(centre, grid):
+    """The image token (index among the projector's rows) of the patch holding `centre`, or None:
+    llama.cpp hands the projector patches 1..n-1 and then the class token, so patch p is row p - 1
+    and patch 0 is never seen."""
+    p = patch_of(*centre, grid)
+    return p - 1 if p > 0 else None
+
+
 def whole_view_labels(tags, grid):
     """Per patch: colour (0 none, 1..9), shape, and the box's l,t,r,b in hundredths (IGNORE if none),
     on the patch holding the tag's centre (which always holds a good part of the tag; patches with a

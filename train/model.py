@@ -162,6 +162,9 @@ class TextBlock(nn.Module):
         self.gate = nn.Linear(w, c.t_ffn, bias=False)
         self.up = nn.Linear(w, c.t_ffn, bias=False)
         self.down = nn.Linear(c.t_ffn, w, bias=False)
+        # training only: keep head 0's attention weights of the last forward (the lookup supervision)
+        self.keep_attention = False
+        self.attention = None
 
     def forward(self, x, pos, mask, cache=None):
         b, n, w = x.shape
@@ -176,7 +179,10 @@ class TextBlock(nn.Module):
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         s = (q @ k.transpose(-1, -2)) / math.sqrt(d) + mask
-        a = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(b, n, w)
+        att = torch.softmax(s, dim=-1)
+        if self.keep_attention:
+            self.attention = att[:, 0]
+        a = (att @ v).transpose(1, 2).reshape(b, n, w)
         x = x + self.o(a)
         h = self.ffn_norm(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))

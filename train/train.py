@@ -6,7 +6,6 @@ Stages (each checkpointed to --work, resumable with --resume):
   B  vision frozen (its features computed once), projector + text model on both conversations:
      Chain-of-Spot (loss on the box, </s>, the answer, </s>) and the plain baseline (loss on the
      answer, </s>). Turn two sees crops of jittered boxes, so it reads digits from imperfect boxes.
-  C  (optional, --joint-steps) everything together, briefly.
 """
 import argparse
 import json
@@ -137,14 +136,25 @@ def expand(ids, n):
     return out
 
 
+COLOUR_WORDS = set()  # token ids of the colour words (filled in main from the vocabulary)
+
+
+def lookup_of(ids, box_from, box_len):
+    """Where the box's lookup happens in a sequence: the asked colour word's position (the first
+    colour word after the image) and the positions that predict the box tokens."""
+    first_image = ids.index(-1)
+    colour_pos = next(i for i in range(first_image, len(ids)) if ids[i] in COLOUR_WORDS)
+    return colour_pos, box_from - 1, box_from - 1 + box_len, first_image
+
+
 def cos_sequence(tok, n):
-    """(ids, loss mask over next-token targets) of the two-turn conversation."""
+    """(ids, loss mask over next-token targets, lookup) of the two-turn conversation."""
     t1, box, t2, ans = expand(tok["t1"], n), tok["box"], expand(tok["t2"], n), tok["ans"]
     ids = t1 + box + t2 + ans + [EOS]
     target = [0] * (len(t1) - 1) + [1] * len(box) + [1] + [0] * (len(t2) - 1) + [1] * len(ans) + [1]
     # target[i] says whether ids[i + 1] is trained on; t2 starts with </s> (the end of turn one)
     assert len(target) == len(ids) - 1
-    return ids, target
+    return ids, target, lookup_of(ids, len(t1), len(box))
 
 
 def turn_one_sequence(tok, n):
@@ -152,7 +162,7 @@ def turn_one_sequence(tok, n):
     box at half the length): the prompt, the box, and </s>."""
     t1, box = expand(tok["t1"], n), tok["box"]
     ids = t1 + box + [EOS]
-    return ids, [0] * (len(t1) - 1) + [1] * len(box) + [1]
+    return ids, [0] * (len(t1) - 1) + [1] * len(box) + [1], lookup_of(ids, len(t1), len(box))
 
 
 def turn_two_sequence(tok, n):
@@ -161,7 +171,7 @@ def turn_two_sequence(tok, n):
     conversation."""
     t2, ans = expand(tok["t2"], n), tok["ans"]
     ids = t2 + ans + [EOS]
-    return ids, [0] * (len(t2) - 1) + [1] * len(ans) + [1]
+    return ids, [0] * (len(t2) - 1) + [1] * len(ans) + [1], None
 
 
 PIECES = None
@@ -173,90 +183,111 @@ def colour_hint_sequence(tok, n, colour):
     learns long before the two-step one of the real prompt (question -> colour -> patch)."""
     word = PIECES.index("\u2581" + colour)
     ids = [1] + [-1] * n + [word] + tok["box"] + [EOS]
-    return ids, [0] * (n + 1) + [1] * len(tok["box"]) + [1]
+    return ids, [0] * (n + 1) + [1] * len(tok["box"]) + [1], lookup_of(ids, n + 2, len(tok["box"]))
 
 
 def base_sequence(tok, n):
     b, ans = expand(tok["base"], n), tok["ans"]
     ids = b + ans + [EOS]
     target = [0] * (len(b) - 1) + [1] * len(ans) + [1]
-    return ids, target
+    return ids, target, None
 
 
 def batch_tensors(seqs):
+    """(ids, targets, lookups) of (ids, mask, lookup) sequences, padded to the longest."""
     L = max(len(s[0]) for s in seqs)
     ids = torch.zeros(len(seqs), L, dtype=torch.long)
     tgt = torch.full((len(seqs), L - 1), -100, dtype=torch.long)
-    for i, (s, m) in enumerate(seqs):
+    for i, (s, m, _) in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mm = torch.tensor(m, dtype=torch.bool)
         nxt = torch.tensor(s[1:])
         tgt[i, : len(s) - 1] = torch.where(mm, nxt, torch.full_like(nxt, -100))
-    return ids, tgt
+    return ids, tgt, [s[2] for s in seqs]
 
 
-def lm_loss(model, ids, tgt, orig_feats, roi_feats):
-    """Loss over the trained targets; the output layer runs on those positions only.
-    Returns (loss, logits [K, V], targets [K], row of each target [K])."""
+def lookup_loss(model, lookups, tag_tokens):
+    """The lookup supervision (a curriculum aid: the model and what it computes are unchanged).
+    Finding the asked tag is a two-hop lookup (box position -> colour word -> the tag's image token)
+    that next-token loss alone never found here: every run settled on one average box. So head 0 of
+    the first block is taught to attend from the colour word to the image token holding the tag's
+    centre (whose features carry its box since stage A), and head 0 of the second block from each
+    box-predicting position to the colour word. Returns (loss, share of colour words whose strongest
+    image token is the tag's)."""
+    first, second = model.text.blocks[0].attention, model.text.blocks[1].attention
+    losses, hits = [], []
+    for row, (lookup, tag_token) in enumerate(zip(lookups, tag_tokens)):
+        if lookup is None or tag_token is None:
+            continue
+        colour_pos, q0, q1, image_start = lookup
+        to_image = first[row, colour_pos, image_start:image_start + model.c.n_patches]
+        losses.append(-torch.log(to_image[tag_token] + 1e-6))
+        losses.append(-torch.log(second[row, q0:q1, colour_pos] + 1e-6).mean())
+        hits.append(float(to_image.argmax() == tag_token))
+    if not losses:
+        return torch.zeros(()), float("nan")
+    return torch.stack(losses).mean(), float(np.mean(hits))
+
+
+def lm_loss(model, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens):
+    """Loss over the trained targets (the output layer runs on those positions only), plus the
+    lookup supervision where a row has one. Returns (loss, logits [K, V], targets [K], row of each
+    target [K], lookup loss, lookup hit rate)."""
     images = {-1: model.projector(orig_feats.float())}
     if roi_feats is not None:
         images[-2] = model.projector(roi_feats.float())
     emb = model.embed(ids, images)
     select = torch.zeros(ids.shape, dtype=torch.bool)
     select[:, :-1] = tgt != -100
+    for blk in model.text.blocks[:2]:
+        blk.keep_attention = True
     logits = model.text(emb, select=select)
     t = tgt[tgt != -100]
     rows = torch.arange(ids.shape[0])[:, None].expand_as(tgt)[tgt != -100]
-    return F.cross_entropy(logits, t), logits, t, rows
+    aux, hit = lookup_loss(model, lookups, tag_tokens)
+    return F.cross_entropy(logits, t), logits, t, rows, aux, hit
 
 
 def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0, n_hint=0):
-    """Two groups, each padded to its own length: n_cos two-turn conversations (with a region), and
-    n_base baselines followed by n_t1 turn-one-only prefixes (about half as long)."""
+    """Up to three groups, each padded to its own length: n_cos two-turn conversations (with a
+    region); n_base baselines, n_t1 turn-one-only prefixes and n_hint colour-hint rows (about half
+    as long); n_t2 turn-two-only rows. Each group: (ids, targets, whole-view features, region
+    features or None, lookups, the asked tag's image token per row)."""
     nq = len(ds["ids"])
     groups = []
-    seqs, origs, rois = [], [], []
-    for qi in rng.integers(0, nq, n_cos):
-        seqs.append(cos_sequence(tokens[str(ds["ids"][qi])], n))
-        origs.append(int(ds["image_of"][qi]))
-        rois.append((int(qi), int(rng.integers(0, feats_roi.shape[1]))))
-    if seqs:
-        ids, tgt = batch_tensors(seqs)
-        groups.append((ids, tgt, feats_orig[torch.tensor(origs)], torch.stack([feats_roi[q, k] for q, k in rois])))
-    seqs, origs = [], []
-    for qi in rng.integers(0, nq, n_base):
-        seqs.append(base_sequence(tokens[str(ds["ids"][qi])], n))
-        origs.append(int(ds["image_of"][qi]))
-    for qi in rng.integers(0, nq, n_t1):
-        seqs.append(turn_one_sequence(tokens[str(ds["ids"][qi])], n))
-        origs.append(int(ds["image_of"][qi]))
-    for qi in rng.integers(0, nq, n_hint):
-        seqs.append(colour_hint_sequence(tokens[str(ds["ids"][qi])], n, str(ds["colours"][qi])))
-        origs.append(int(ds["image_of"][qi]))
-    if seqs:
-        ids, tgt = batch_tensors(seqs)
-        groups.append((ids, tgt, feats_orig[torch.tensor(origs)], None))
-    seqs, rois = [], []
-    for qi in rng.integers(0, nq, n_t2):
-        seqs.append(turn_two_sequence(tokens[str(ds["ids"][qi])], n))
-        rois.append((int(qi), int(rng.integers(0, feats_roi.shape[1]))))
-    if seqs:
-        ids, tgt = batch_tensors(seqs)
+
+    def group(seqs, questions, orig, roi):
+        ids, tgt, lookups = batch_tensors(seqs)
+        groups.append((ids, tgt, orig, roi, lookups, [ds["tag_token"][q] for q in questions]))
+
+    def seq_of(kind, q):
+        tok = tokens[str(ds["ids"][q])]
+        if kind == "hint":
+            return colour_hint_sequence(tok, n, str(ds["colours"][q]))
+        return {"cos": cos_sequence, "base": base_sequence, "t1": turn_one_sequence, "t2": turn_two_sequence}[kind](tok, n)
+
+    def region_of(q):
+        return feats_roi[q, int(rng.integers(0, feats_roi.shape[1]))]
+
+    qs = [int(q) for q in rng.integers(0, nq, n_cos)]
+    if qs:
+        group([seq_of("cos", q) for q in qs], qs, feats_orig[ds["image_of"][qs]], torch.stack([region_of(q) for q in qs]))
+    short = [(kind, int(q)) for kind, count in (("base", n_base), ("t1", n_t1), ("hint", n_hint)) for q in rng.integers(0, nq, count)]
+    if short:
+        qs = [q for _, q in short]
+        group([seq_of(kind, q) for kind, q in short], qs, feats_orig[ds["image_of"][qs]], None)
+    qs = [int(q) for q in rng.integers(0, nq, n_t2)]
+    if qs:
         # no original image in these rows: its features are unused
-        groups.append((ids, tgt, feats_orig[:1].expand(len(seqs), -1, -1), torch.stack([feats_roi[q, k] for q, k in rois])))
+        group([seq_of("t2", q) for q in qs], qs, feats_orig[:1].expand(len(qs), -1, -1), torch.stack([region_of(q) for q in qs]))
     return groups
 
 
-def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=False):
-    steps = steps or args.steps_b
+def stage_b(model, ds, tokens, args, rng):
+    name, steps, lr = "stage-b", args.steps_b, args.lr_b
     path = os.path.join(args.work, f"{name}.pt")
     n = model.c.n_patches
-    if joint:
-        params = list(model.parameters())
-        lr = args.lr_c
-    else:
-        params = list(model.projector.parameters()) + list(model.text.parameters())
-        lr = args.lr_b
+    params = list(model.projector.parameters()) + list(model.text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     step = 0
     if os.path.exists(path):
@@ -266,45 +297,32 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
         step = st["step"]
         rng.bit_generator.state = st["rng"]
         log(f"{name} resumed at step {step}")
-    if not joint:
-        log("computing frozen vision features")
-        feats_orig = vision_features(model, ds["originals"])
-        r = ds["regions"]
-        feats_roi = vision_features(model, r.reshape(-1, *r.shape[2:])).view(r.shape[0], r.shape[1], n, -1)
-        log(f"features: {tuple(feats_orig.shape)} whole, {tuple(feats_roi.shape)} regions")
+    log("computing frozen vision features")
+    feats_orig = vision_features(model, ds["originals"])
+    r = ds["regions"]
+    feats_roi = vision_features(model, r.reshape(-1, *r.shape[2:])).view(r.shape[0], r.shape[1], n, -1)
+    log(f"features: {tuple(feats_orig.shape)} whole, {tuple(feats_roi.shape)} regions")
     last_save = time.time()
     t0 = time.time()
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, 40)
-        if joint:
-            nq = len(ds["ids"])
-            qi = rng.integers(0, nq, args.cos_batch)
-            bi = rng.integers(0, nq, args.base_batch)
-            ki = rng.integers(0, ds["regions"].shape[1], args.cos_batch)
-            seqs = [cos_sequence(tokens[str(ds["ids"][q])], n) for q in qi] + [base_sequence(tokens[str(ds["ids"][q])], n) for q in bi]
-            ids, tgt = batch_tensors(seqs)
-            img = np.concatenate([ds["image_of"][qi], ds["image_of"][bi]])
-            seq = model.vision(torch.cat([torch.from_numpy(ds["originals"][img]), torch.from_numpy(ds["regions"][qi, ki])]))
-            f = Vision.llava_features(seq)
-            fo = f[: len(img)]
-            fr = torch.cat([f[len(img):], torch.zeros(len(bi), *f.shape[1:])])
-        else:
-            groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch, args.hint_batch)
-        if joint:
-            loss, logits, t, rows = lm_loss(model, ids, tgt, fo, fr)
-        else:
-            parts = [lm_loss(model, *g) for g in groups]
-            total = sum(len(p[2]) for p in parts)
-            loss = sum(p[0] * len(p[2]) for p in parts) / total
-            logits = torch.cat([p[1] for p in parts])
-            t = torch.cat([p[2] for p in parts])
-            offset, rr = 0, []
-            for (g_ids, *_), p in zip(groups, parts):
-                rr.append(p[3] + offset)
-                offset += g_ids.shape[0]
-            rows = torch.cat(rr)
-            ids = torch.zeros(offset, 1)
+        groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch, args.hint_batch)
+        parts = [lm_loss(model, *g) for g in groups]
+        total = sum(len(p[2]) for p in parts)
+        loss = sum(p[0] * len(p[2]) for p in parts) / total
+        lookup = [p[4] for p in parts if not math.isnan(p[5])]
+        if lookup and args.lookup_weight:
+            loss = loss + args.lookup_weight * sum(lookup) / len(lookup)
+        hits = [p[5] for p in parts if not math.isnan(p[5])]
+        logits = torch.cat([p[1] for p in parts])
+        t = torch.cat([p[2] for p in parts])
+        offset, rr = 0, []
+        for (g_ids, *_), p in zip(groups, parts):
+            rr.append(p[3] + offset)
+            offset += g_ids.shape[0]
+        rows = torch.cat(rr)
+        ids = torch.zeros(offset, 1)
         descend(opt, loss, params)
         step += 1
         if step % 10 == 0:
@@ -324,7 +342,7 @@ def stage_b(model, ds, tokens, args, rng, name="stage-b", steps=None, joint=Fals
                 first_t2 = args.cos_batch + args.base_batch + args.t1_batch + args.hint_batch
                 t2_acc = float(np.mean(ans_ok[first_t2:])) if args.t2_batch else float("nan")
                 hint_ok = [bool(ok[(rows == i).nonzero().flatten()[:-1]].all()) for i in range(first_t2 - args.hint_batch, first_t2)]
-            log(f"{name} {step}/{steps} loss {loss.item():.4f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
+            log(f"{name} {step}/{steps} loss {loss.item():.4f} lookup hit {np.mean(hits):.2f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
                 f"whole box right {np.mean(box_ok):.2f} (colour-hint rows {np.mean(hint_ok) if hint_ok else float('nan'):.2f}) turn-two-only answer {t2_acc:.2f} "
                 f"{(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
@@ -352,8 +370,7 @@ def main():
     ap.add_argument("--t2-batch", type=int, default=0, help="extra turn-two-only rows per batch")
     ap.add_argument("--hint-batch", type=int, default=0, help="extra colour-hint rows per batch (curriculum helper)")
     ap.add_argument("--lr-b", type=float, default=1.5e-3)
-    ap.add_argument("--joint-steps", type=int, default=0)
-    ap.add_argument("--lr-c", type=float, default=2e-4)
+    ap.add_argument("--lookup-weight", type=float, default=1.0, help="weight of the lookup supervision (see lookup_loss)")
     ap.add_argument("--save-every", type=float, default=180)
     ap.add_argument("--config", default='{"t_width": 128, "t_ffn": 384}', help="JSON overrides of model.Config")
     args = ap.parse_args()
@@ -373,18 +390,17 @@ def main():
                           os.path.join(args.work, f"train-{cfg.image_size}.npz"))
     log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
     data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
-    ds["colours"] = np.array([q["tag"]["colour"] for q in data.load_questions(os.path.join(args.scenes, "questions.jsonl"))])
+    questions = data.load_questions(os.path.join(args.scenes, "questions.jsonl"))
+    ds["colours"] = np.array([q["tag"]["colour"] for q in questions])
+    ds["tag_token"] = [data.image_token_of(q["tag"]["centre"], cfg.image_size // cfg.patch_size) for q in questions]
     global PIECES
     PIECES = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
+    COLOUR_WORDS.update(PIECES.index("\u2581" + c) for c in data.COLOURS)
     tokens = data.load_tokens(args.tokens)
     stage_a(model, heads, ds, args, rng)
     model.vision.requires_grad_(False)
     stage_b(model, ds, tokens, args, rng)
-    if args.joint_steps:
-        model.vision.requires_grad_(True)
-        stage_b(model, ds, tokens, args, rng, name="stage-c", steps=args.joint_steps, joint=True)
-    final = "stage-c" if args.joint_steps else "stage-b"
-    st = torch.load(os.path.join(args.work, f"{final}.pt"))
+    st = torch.load(os.path.join(args.work, "stage-b.pt"))
     torch.save({"model": st["model"], "config": cfg.to_dict()}, os.path.join(args.work, "final.pt"))
     log("done: " + os.path.join(args.work, "final.pt"))
 
