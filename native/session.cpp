@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "addon.h"
@@ -205,7 +206,7 @@ class SessionWorker : public OwnerWorker<Session> {
  protected:
   virtual void Work() = 0;
 
-  void Run() final {
+  void Run() override {
     const Sequence checkpoint = state_->sequences[seq_id_];
     try {
       Work();
@@ -397,61 +398,53 @@ struct GenerateOptions {
   std::vector<std::string> stops;
 };
 
-class GenerateWorker : public SessionWorker {
+// One generation on one sequence: its samplers, grammar and text. GenerateWorker runs one to its end;
+// a step of parallel decoding (StepWorker) advances several by one token each, in one batch.
+class Generation {
  public:
-  GenerateWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, int seq_id,
-                 GenerateOptions options, Napi::Value on_text)
-      : SessionWorker(env, "chain-of-spot:session.generate", owner, std::move(state), seq_id),
-        options_(std::move(options)),
-        text_(options_.stops) {
-    SetStream(env, on_text, "chain-of-spot:text");
-  }
+  Generation(SessionState & state, int seq_id, GenerateOptions options)
+      : state_(state), seq_id_(seq_id), options_(std::move(options)), text_(options_.stops) {}
 
- protected:
-  void Work() override {
-    const auto start = Clock::now();
-    const llama_vocab * vocab = state_->model->vocab;
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+  // Starts from the sequence's current logits. Throws Failure.
+  void Begin() {
+    const llama_vocab * vocab = state_.model->vocab;
     MakeSamplers(vocab);
-
-    if (!sequence().pending.empty()) FlushPending(*state_, seq_id_, true, &decode_calls_);
     if (!sequence().LogitsCurrent()) {
       throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
     }
-    n_ctx_ = static_cast<int32_t>(llama_n_ctx_seq(state_->context));
-    if (sequence().Position() >= n_ctx_) throw ContextFull(*state_, 1, 0);
+    n_ctx_ = static_cast<int32_t>(llama_n_ctx_seq(state_.context));
+    if (sequence().Position() >= n_ctx_) throw ContextFull(state_, 1, 0);
     start_ = sequence();
-
-    std::vector<llama_token_data> candidates(n_vocab);
-    while (finish_reason_.empty()) {
-      ThrowIfAborted(*state_);
-      Take(vocab, SampleToken(candidates), true);
-
-      // Tokens the grammar allows alone need no sampling: they join the sampled one in one batch.
-      while (finish_reason_.empty() && samplers_.grammar) {
-        llama_token forced = ForcedToken(candidates);
-        if (forced == LLAMA_TOKEN_NULL) break;
-        Take(vocab, forced, false);
-      }
-      if (!finish_reason_.empty()) break;
-
-      try {
-        FlushPending(*state_, seq_id_, true, &decode_calls_);
-      } catch (const Failure & failure) {
-        // No free cell in the cache the sequences share: end with what was generated (and streamed).
-        if (failure.code != code::kContextFull) throw;
-        finish_reason_ = "context";
-      }
-    }
-    if (finish_reason_ == "stop") CutAtStop(vocab);
-    Emit(true);
-    milliseconds_ = MillisecondsSince(start);
+    candidates_.resize(llama_vocab_n_tokens(vocab));
   }
 
-  // onText threw: stop generating (the call rejects with what it threw).
-  void OnCallbackError() override { state_->abort.store(true); }
+  // Chooses the next token from the logits, then the tokens the grammar forces after it (they need
+  // no sampling): all join the sequence's pending tokens, for the caller's next batch.
+  void Advance() {
+    const llama_vocab * vocab = state_.model->vocab;
+    Take(vocab, SampleToken(), true);
+    while (finish_reason_.empty() && samplers_.grammar) {
+      llama_token forced = ForcedToken();
+      if (forced == LLAMA_TOKEN_NULL) break;
+      Take(vocab, forced, false);
+    }
+  }
 
-  Napi::Value Result(Napi::Env env) override {
+  bool finished() const { return !finish_reason_.empty(); }
+
+  // No free cell in the cache the sequences share: end with what was generated (and streamed).
+  void EndForContext() { finish_reason_ = "context"; }
+
+  // After the last Advance: a stop string leaves the tokens and the sequence.
+  void End() {
+    if (finish_reason_ == "stop") CutAtStop(state_.model->vocab);
+  }
+
+  // The text not yet streamed that is safe to stream now (all of it when `final`).
+  std::string TakeEmittable(bool final) { return text_.TakeEmittable(final); }
+
+  // { tokens, text, finishReason, sampledTokens, decodeCalls, position, ms }, on the JS thread.
+  Napi::Object Result(Napi::Env env, int decode_calls, double ms) const {
     Napi::Object result = Napi::Object::New(env);
     Napi::Int32Array tokens = Napi::Int32Array::New(env, generated_.size());
     std::copy(generated_.begin(), generated_.end(), tokens.Data());
@@ -459,13 +452,15 @@ class GenerateWorker : public SessionWorker {
     result.Set("text", text_.text());
     result.Set("finishReason", finish_reason_);
     result.Set("sampledTokens", sampled_);
-    result.Set("decodeCalls", decode_calls_);
-    result.Set("position", sequence().Position());
-    result.Set("ms", milliseconds_);
+    result.Set("decodeCalls", decode_calls);
+    result.Set("position", state_.sequences[seq_id_].Position());
+    result.Set("ms", ms);
     return result;
   }
 
  private:
+  Sequence & sequence() { return state_.sequences[seq_id_]; }
+
   // The sampler chain and the optional grammar, freed with the worker whatever happens.
   struct Samplers {
     Samplers() = default;
@@ -502,7 +497,8 @@ class GenerateWorker : public SessionWorker {
   }
 
   // The next token from the last logits; the grammar, if any, masks first.
-  llama_token SampleToken(std::vector<llama_token_data> & candidates) {
+  llama_token SampleToken() {
+    std::vector<llama_token_data> & candidates = candidates_;
     const float * logits = sequence().logits.data();
     const auto n_vocab = static_cast<llama_token>(candidates.size());
     // Greedy under a grammar: the best token is the answer when the grammar allows it, and only
@@ -527,10 +523,11 @@ class GenerateWorker : public SessionWorker {
   // The token the grammar forces next, or LLAMA_TOKEN_NULL when it leaves a choice. Several
   // allowed tokens that all spell the same text (`.` and the byte token <0x2E>, say) are no choice:
   // then the ordinary token is taken, as a model writes it. A grammar that is complete forces the end.
-  llama_token ForcedToken(std::vector<llama_token_data> & probe) {
+  llama_token ForcedToken() {
+    std::vector<llama_token_data> & probe = candidates_;
     // Most choices show among the one-character tokens (digits, say): when two of those differ,
     // there is no need to run the grammar over the whole vocabulary.
-    if (AllowedTextCount(state_->model->single_char_tokens, probe) > 1) return LLAMA_TOKEN_NULL;
+    if (AllowedTextCount(state_.model->single_char_tokens, probe) > 1) return LLAMA_TOKEN_NULL;
     if (every_token_.empty()) {
       every_token_.resize(probe.size());
       for (size_t id = 0; id < every_token_.size(); id++) every_token_[id] = static_cast<llama_token>(id);
@@ -543,7 +540,7 @@ class GenerateWorker : public SessionWorker {
   // `forced` receives the token for a single text, preferring an ordinary token to a byte token.
   size_t AllowedTextCount(const std::vector<llama_token> & tokens, std::vector<llama_token_data> & probe,
                           llama_token * forced = nullptr) {
-    const llama_vocab * vocab = state_->model->vocab;
+    const llama_vocab * vocab = state_.model->vocab;
     for (size_t i = 0; i < tokens.size(); i++) probe[i] = llama_token_data{tokens[i], 0.0f, 0.0f};
     llama_token_data_array array = {probe.data(), tokens.size(), -1, false};
     llama_sampler_apply(samplers_.grammar, &array);
@@ -584,7 +581,6 @@ class GenerateWorker : public SessionWorker {
       finish_reason_ = "stop";
       return;
     }
-    Emit(false);
     if (static_cast<int32_t>(generated_.size()) >= options_.max_tokens) {
       finish_reason_ = "length";
     } else if (sequence().Position() >= n_ctx_) {
@@ -617,7 +613,7 @@ class GenerateWorker : public SessionWorker {
       cached--;  // the last token is decoded again with the next evaluation, for its logits
       pending.push_back(generated_.back());
     }
-    llama_memory_seq_rm(llama_get_memory(state_->context), seq_id_, cached, -1);
+    llama_memory_seq_rm(llama_get_memory(state_.context), seq_id_, cached, -1);
     seq.Truncate(cached);
     seq.pending = std::move(pending);
     if (seq.pending.empty() && cached == start) {
@@ -642,23 +638,19 @@ class GenerateWorker : public SessionWorker {
     }
     tokens.clear();
     for (unsigned char byte : text) {
-      const llama_token token = state_->model->byte_tokens[byte];
+      const llama_token token = state_.model->byte_tokens[byte];
       if (token == LLAMA_TOKEN_NULL) return false;
       tokens.push_back(token);
     }
     return true;
   }
 
-  void Emit(bool final) {
-    if (!streaming()) return;
-    std::string piece = text_.TakeEmittable(final);
-    if (piece.empty()) return;
-    Stream([piece = std::move(piece)](Napi::Env env, Napi::Function fn) { fn.Call({Napi::String::New(env, piece)}); });
-  }
-
+  SessionState & state_;
+  const int seq_id_;
   GenerateOptions options_;
   TextStream text_;
-  Samplers samplers_;  // declared after options_: built in Work()
+  Samplers samplers_;  // built in Begin()
+  std::vector<llama_token_data> candidates_;  // the vocabulary's logits, for sampling and the grammar probe
   std::vector<llama_token> every_token_;  // 0 .. n_vocab-1, for the forced-token probe
   std::vector<llama_token> generated_;
   std::vector<size_t> token_ends_;  // where each generated token's text ends in text_ (before any cut)
@@ -666,13 +658,296 @@ class GenerateWorker : public SessionWorker {
   int32_t n_ctx_ = 0;
   std::string finish_reason_;
   int sampled_ = 0;
+};
+
+class GenerateWorker : public SessionWorker {
+ public:
+  GenerateWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, int seq_id,
+                 GenerateOptions options, Napi::Value on_text)
+      : SessionWorker(env, "chain-of-spot:session.generate", owner, std::move(state), seq_id),
+        generation_(*state_, seq_id_, std::move(options)) {
+    SetStream(env, on_text, "chain-of-spot:text");
+  }
+
+ protected:
+  void Work() override {
+    const auto start = Clock::now();
+    if (!sequence().pending.empty()) FlushPending(*state_, seq_id_, true, &decode_calls_);
+    generation_.Begin();
+    while (!generation_.finished()) {
+      ThrowIfAborted(*state_);
+      generation_.Advance();
+      Emit(false);
+      if (generation_.finished()) break;
+      try {
+        FlushPending(*state_, seq_id_, true, &decode_calls_);
+      } catch (const Failure & failure) {
+        if (failure.code != code::kContextFull) throw;
+        generation_.EndForContext();
+      }
+    }
+    generation_.End();
+    Emit(true);
+    milliseconds_ = MillisecondsSince(start);
+  }
+
+  // onText threw: stop generating (the call rejects with what it threw).
+  void OnCallbackError() override { state_->abort.store(true); }
+
+  Napi::Value Result(Napi::Env env) override { return generation_.Result(env, decode_calls_, milliseconds_); }
+
+ private:
+  void Emit(bool final) {
+    if (!streaming()) return;
+    std::string piece = generation_.TakeEmittable(final);
+    if (piece.empty()) return;
+    Stream([piece = std::move(piece)](Napi::Env env, Napi::Function fn) { fn.Call({Napi::String::New(env, piece)}); });
+  }
+
+  Generation generation_;
   int decode_calls_ = 0;
   double milliseconds_ = 0;
+};
+
+// What one sequence asks of a step of parallel decoding (Session.step).
+struct StepItem {
+  enum class Kind { kEvaluate, kGenerate, kCancel };
+  Kind kind = Kind::kEvaluate;
+  int seq_id = 0;
+  std::vector<llama_token> tokens;         // kEvaluate: to evaluate (after the pending ones)
+  std::optional<GenerateOptions> begin;    // kGenerate: starts a generation with these options
+  int32_t position = 0;                    // kCancel: drop the generation and truncate here
+
+  // What the step did.
+  const char * error_code = nullptr;
+  std::string error_message;
+  bool decoded = false;   // the sequence had tokens in the step's batch
+  int32_t evaluated = 0;  // kEvaluate: how many of `tokens` went into the cache
+  bool done = false;      // kEvaluate: all did, with the logits; kGenerate: the generation ended
+  std::string text;       // kGenerate: text to stream
+  std::unique_ptr<Generation> ended;  // kGenerate: the generation that ended, for its result
+};
+
+// One step of parallel decoding: every generating sequence chooses its next token(s) and every
+// evaluating one contributes its next tokens, and all of them go through llama.cpp in ONE batch, as
+// llama-server schedules its slots. Generations live in the session between steps.
+class StepWorker : public SessionWorker {
+ public:
+  StepWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, std::vector<StepItem> items)
+      : SessionWorker(env, "chain-of-spot:session.step", owner, std::move(state), 0), items_(std::move(items)) {}
+
+ protected:
+  void Work() override {}
+
+  void Run() override {
+    for (StepItem & item : items_) {
+      if (item.kind == StepItem::Kind::kCancel) Cancel(item);
+      if (item.kind == StepItem::Kind::kGenerate) Choose(item);
+    }
+    Decode();
+    for (StepItem & item : items_) {
+      if (item.kind != StepItem::Kind::kGenerate || item.error_code != nullptr) continue;
+      Generation & generation = *state_->generations.at(item.seq_id);
+      item.done = generation.finished();
+      if (item.done) generation.End();
+      item.text = generation.TakeEmittable(item.done);
+      if (item.done) {
+        item.ended = std::move(state_->generations[item.seq_id]);
+        state_->generations.erase(item.seq_id);
+      }
+    }
+    PauseThreads();
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array results = Napi::Array::New(env, items_.size());
+    for (size_t i = 0; i < items_.size(); i++) {
+      const StepItem & item = items_[i];
+      Napi::Object result = Napi::Object::New(env);
+      result.Set("position", state_->sequences[item.seq_id].Position());
+      if (item.error_code != nullptr) {
+        result.Set("error", CodedError(env, item.error_code, item.error_message).Value());
+      } else {
+        result.Set("done", item.done);
+        result.Set("decoded", item.decoded);
+        result.Set("evaluated", item.evaluated);
+        result.Set("text", item.text);
+        if (item.ended) result.Set("result", item.ended->Result(env, 0, 0));
+      }
+      results.Set(i, result);
+    }
+    return results;
+  }
+
+ private:
+  void Fail(StepItem & item, const Failure & failure) {
+    item.error_code = failure.code;
+    item.error_message = failure.message;
+  }
+
+  void Cancel(StepItem & item) {
+    state_->generations.erase(item.seq_id);
+    Sequence & sequence = state_->sequences[item.seq_id];
+    const int32_t position = std::min(item.position, sequence.Position());
+    if (position >= sequence.cached) {
+      sequence.pending.resize(position - sequence.cached);
+    } else {
+      llama_memory_seq_rm(llama_get_memory(state_->context), item.seq_id, position, -1);
+      sequence.Truncate(position);
+    }
+    item.done = true;
+  }
+
+  // A generating sequence's next token(s), into its pending tokens.
+  void Choose(StepItem & item) {
+    try {
+      std::unique_ptr<Generation> & generation = state_->generations[item.seq_id];
+      if (item.begin) {
+        if (!state_->sequences[item.seq_id].pending.empty()) {
+          throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
+        }
+        generation = std::make_unique<Generation>(*state_, item.seq_id, std::move(*item.begin));
+        generation->Begin();
+      }
+      if (!generation) throw Failure{code::kNative, "no generation runs on sequence " + std::to_string(item.seq_id)};
+      generation->Advance();
+    } catch (const Failure & failure) {
+      state_->generations.erase(item.seq_id);
+      Fail(item, failure);
+    }
+  }
+
+  // One llama_decode over every sequence's share of the batch; a sequence whose tokens do not all
+  // fit (n_batch) continues at the next step. Nothing changes in a sequence unless the decode worked.
+  void Decode() {
+    struct Share {
+      StepItem * item;
+      std::vector<llama_token> tokens;  // pending first
+      int32_t from_pending;
+      int32_t first;                    // index in the batch
+      bool complete;
+    };
+    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(state_->context));
+    llama_batch & batch = state_->batch;
+    batch.n_tokens = 0;
+    std::vector<Share> shares;
+    // Generating sequences first (a token or a few each), then the evaluations, in order.
+    for (const bool generating : {true, false}) {
+      for (StepItem & item : items_) {
+        if (item.error_code != nullptr || (item.kind == StepItem::Kind::kGenerate) != generating) continue;
+        if (item.kind == StepItem::Kind::kCancel) continue;
+        Sequence & sequence = state_->sequences[item.seq_id];
+        std::vector<llama_token> tokens = sequence.pending;
+        if (generating) {
+          if (state_->generations.at(item.seq_id)->finished()) continue;  // the last tokens stay pending
+        } else {
+          const int32_t room = ContextRoom(*state_, sequence);
+          if (static_cast<int32_t>(item.tokens.size()) > room) {
+            Fail(item, ContextFull(*state_, item.tokens.size(), room));
+            continue;
+          }
+          tokens.insert(tokens.end(), item.tokens.begin(), item.tokens.end());
+        }
+        const int32_t take = std::min(static_cast<int32_t>(tokens.size()), n_batch - batch.n_tokens);
+        if (take <= 0) continue;
+        const bool complete = take == static_cast<int32_t>(tokens.size());
+        tokens.resize(take);
+        Share share{&item, std::move(tokens), static_cast<int32_t>(std::min(sequence.pending.size(), static_cast<size_t>(take))),
+                    batch.n_tokens, complete};
+        for (int32_t i = 0; i < take; i++) {
+          const int32_t k = batch.n_tokens++;
+          batch.token[k] = share.tokens[i];
+          batch.pos[k] = sequence.cached + i;
+          batch.n_seq_id[k] = 1;
+          batch.seq_id[k][0] = item.seq_id;
+          batch.logits[k] = complete && i + 1 == take;
+        }
+        shares.push_back(std::move(share));
+      }
+    }
+    if (batch.n_tokens == 0) return;
+
+    LogCapture capture;
+    const int32_t status = llama_decode(state_->context, batch);
+    if (status != 0) {
+      const Failure failure = DecodeFailure(*state_, status, capture);
+      // The session's abort (dispose, abort()) stops the whole step: it rejects, and nothing changed.
+      if (failure.code == code::kAborted) throw failure;
+      for (Share & share : shares) {
+        if (share.item->kind == StepItem::Kind::kGenerate && failure.code == code::kContextFull) {
+          state_->generations.at(share.item->seq_id)->EndForContext();
+        } else {
+          if (share.item->kind == StepItem::Kind::kGenerate) state_->generations.erase(share.item->seq_id);
+          Fail(*share.item, failure);
+        }
+      }
+      return;
+    }
+    const int32_t n_vocab = llama_vocab_n_tokens(state_->model->vocab);
+    for (Share & share : shares) {
+      StepItem & item = *share.item;
+      Sequence & sequence = state_->sequences[item.seq_id];
+      const int32_t count = static_cast<int32_t>(share.tokens.size());
+      sequence.pending.erase(sequence.pending.begin(), sequence.pending.begin() + share.from_pending);
+      sequence.cached += count;
+      item.decoded = true;
+      if (share.complete) {
+        const float * logits = llama_get_logits_ith(state_->context, share.first + count - 1);
+        sequence.logits.assign(logits, logits + n_vocab);
+        sequence.logits_position = sequence.cached;
+      }
+      if (item.kind == StepItem::Kind::kEvaluate) {
+        item.evaluated = count - share.from_pending;
+        item.done = share.complete;
+      }
+    }
+  }
+
+  std::vector<StepItem> items_;
 };
 
 }  // namespace cospot
 
 namespace cospot {
+
+namespace {
+
+// { maxTokens, temperature, topK, topP, seed, grammar, stop } (validated in lib/llama/session.ts).
+GenerateOptions ParseGenerateOptions(Napi::Env env, Napi::Value value) {
+  Napi::Object options = value.IsObject() ? value.As<Napi::Object>() : Napi::Object::New(env);
+  GenerateOptions parsed;
+  parsed.max_tokens = OptionOr<int32_t>(options, "maxTokens", parsed.max_tokens);
+  parsed.temperature = static_cast<float>(OptionOr<double>(options, "temperature", parsed.temperature));
+  parsed.top_k = OptionOr<int32_t>(options, "topK", parsed.top_k);
+  parsed.top_p = static_cast<float>(OptionOr<double>(options, "topP", parsed.top_p));
+  parsed.seed = OptionOr<uint32_t>(options, "seed", parsed.seed);
+  parsed.grammar = OptionOr<std::string>(options, "grammar", "");
+  Napi::Value stop = options.Get("stop");
+  if (stop.IsArray()) {
+    Napi::Array stops = stop.As<Napi::Array>();
+    for (uint32_t i = 0; i < stops.Length(); i++) {
+      if (!stops.Get(i).IsString()) throw Napi::TypeError::New(env, "stop must be an array of strings");
+      parsed.stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
+  if (parsed.max_tokens < 1) throw Napi::RangeError::New(env, "maxTokens must be at least 1");
+  return parsed;
+}
+
+std::vector<llama_token> TokenArg(Napi::Env env, const SessionState & state, Napi::Value value) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+  }
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  const int32_t n_vocab = llama_vocab_n_tokens(state.model->vocab);
+  std::vector<llama_token> tokens(array.Data(), array.Data() + array.ElementLength());
+  for (llama_token token : tokens) {
+    if (token < 0 || token >= n_vocab) throw Napi::RangeError::New(env, "token id out of range");
+  }
+  return tokens;
+}
+
+}  // namespace
 
 Napi::Function Session::Define(Napi::Env env) {
   return DefineWith(env, {
@@ -681,6 +956,7 @@ Napi::Function Session::Define(Napi::Env env) {
                              {"evaluate", &Session::Evaluate},
                              {"evaluateImage", &Session::EvaluateImage},
                              {"generate", &Session::Generate},
+                             {"step", &Session::Step},
                              {"position", &Session::Position},
                              {"truncate", &Session::Truncate},
                              {"copySequence", &Session::CopySequence},
@@ -747,15 +1023,7 @@ Napi::Value Session::Info(const Napi::CallbackInfo & info) {
 Napi::Value Session::Evaluate(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throw Napi::TypeError::New(env, "tokens must be an Int32Array");
-  }
-  Napi::Int32Array array = info[0].As<Napi::Int32Array>();
-  const int32_t n_vocab = llama_vocab_n_tokens(state->model->vocab);
-  std::vector<llama_token> tokens(array.Data(), array.Data() + array.ElementLength());
-  for (llama_token token : tokens) {
-    if (token < 0 || token >= n_vocab) throw Napi::RangeError::New(env, "token id out of range");
-  }
+  std::vector<llama_token> tokens = TokenArg(env, *state, info[0]);
   const int seq_id = SequenceArg(env, state, info[1]);
   auto * worker = new EvaluateWorker(env, this, std::move(state), seq_id, std::move(tokens));
   return worker->Start();
@@ -794,25 +1062,43 @@ Napi::Value Session::EvaluateImage(const Napi::CallbackInfo & info) {
 Napi::Value Session::Generate(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   std::shared_ptr<SessionState> state = Ready(env);
-  Napi::Object options = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
-  GenerateOptions parsed;
-  parsed.max_tokens = OptionOr<int32_t>(options, "maxTokens", parsed.max_tokens);
-  parsed.temperature = static_cast<float>(OptionOr<double>(options, "temperature", parsed.temperature));
-  parsed.top_k = OptionOr<int32_t>(options, "topK", parsed.top_k);
-  parsed.top_p = static_cast<float>(OptionOr<double>(options, "topP", parsed.top_p));
-  parsed.seed = OptionOr<uint32_t>(options, "seed", parsed.seed);
-  parsed.grammar = OptionOr<std::string>(options, "grammar", "");
-  Napi::Value stop = options.Get("stop");
-  if (stop.IsArray()) {
-    Napi::Array stops = stop.As<Napi::Array>();
-    for (uint32_t i = 0; i < stops.Length(); i++) {
-      if (!stops.Get(i).IsString()) throw Napi::TypeError::New(env, "stop must be an array of strings");
-      parsed.stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
-    }
-  }
-  if (parsed.max_tokens < 1) throw Napi::RangeError::New(env, "maxTokens must be at least 1");
+  GenerateOptions parsed = ParseGenerateOptions(env, info[0]);
   const int seq_id = SequenceArg(env, state, info[1]);
   auto * worker = new GenerateWorker(env, this, std::move(state), seq_id, std::move(parsed), info[2]);
+  return worker->Start();
+}
+
+// step([{ sequence, tokens } | { sequence, generate: options | true } | { sequence, cancel: position }])
+//   -> Promise<[{ position, done, evaluated, text, result? } | { position, error }]>
+// One item per sequence at most.
+Napi::Value Session::Step(const Napi::CallbackInfo & info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<SessionState> state = Ready(env);
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "items must be an array");
+  Napi::Array array = info[0].As<Napi::Array>();
+  std::vector<StepItem> items(array.Length());
+  std::vector<bool> seen(state->sequences.size(), false);
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    if (!array.Get(i).IsObject()) throw Napi::TypeError::New(env, "each item must be an object");
+    Napi::Object item = array.Get(i).As<Napi::Object>();
+    StepItem & parsed = items[i];
+    parsed.seq_id = SequenceArg(env, state, item.Get("sequence"));
+    if (seen[parsed.seq_id]) throw Napi::RangeError::New(env, "one item per sequence");
+    seen[parsed.seq_id] = true;
+    if (item.Has("tokens")) {
+      parsed.tokens = TokenArg(env, *state, item.Get("tokens"));
+    } else if (item.Has("generate")) {
+      parsed.kind = StepItem::Kind::kGenerate;
+      Napi::Value generate = item.Get("generate");
+      if (generate.IsObject()) parsed.begin = ParseGenerateOptions(env, generate);
+    } else if (item.Has("cancel")) {
+      parsed.kind = StepItem::Kind::kCancel;
+      parsed.position = std::max(0, OptionOr<int32_t>(item, "cancel", 0));
+    } else {
+      throw Napi::TypeError::New(env, "an item needs tokens, generate or cancel");
+    }
+  }
+  auto * worker = new StepWorker(env, this, std::move(state), std::move(items));
   return worker->Start();
 }
 
@@ -836,6 +1122,7 @@ Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
     throw Napi::RangeError::New(env, "position must be a whole number from 0 to " + std::to_string(sequence.Position()));
   }
   const int32_t target = static_cast<int32_t>(position);
+  state->generations.erase(seq_id);
   if (target >= sequence.cached) {
     sequence.pending.resize(target - sequence.cached);
   } else {
@@ -856,6 +1143,7 @@ Napi::Value Session::CopySequence(const Napi::CallbackInfo & info) {
   llama_memory_seq_rm(memory, dst, -1, -1);
   llama_memory_seq_cp(memory, src, dst, -1, -1);
   state->sequences[dst] = state->sequences[src];
+  state->generations.erase(dst);
   return env.Undefined();
 }
 
@@ -865,6 +1153,7 @@ Napi::Value Session::Clear(const Napi::CallbackInfo & info) {
   // The cells only: zeroing the buffer (a GiB for a 7B context) is not needed, masked cells are never read.
   llama_memory_clear(llama_get_memory(state->context), false);
   for (Sequence & sequence : state->sequences) sequence = Sequence{};
+  state->generations.clear();
   return env.Undefined();
 }
 

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct Sequence {
   }
 };
 
+class Generation;
+
 struct SessionState {
   SessionState(llama_context * context, ggml_threadpool * threadpool, std::shared_ptr<ModelHandle> model, int sequences);
   ~SessionState();
@@ -46,6 +49,7 @@ struct SessionState {
   ggml_threadpool * const threadpool;  // the compute threads, kept between decodes
   const std::shared_ptr<ModelHandle> model;
   std::vector<Sequence> sequences;
+  std::map<int, std::unique_ptr<Generation>> generations;  // parallel decoding's generations in progress
   llama_batch batch;  // n_batch tokens, reused by every decode
   std::atomic<bool> abort{false};
 };
@@ -63,11 +67,13 @@ class Session : public NativeObject<Session, SessionState> {
  private:
   friend class SessionCreateWorker;
   friend class SessionWorker;
+  friend class StepWorker;
   Napi::Value Create(const Napi::CallbackInfo & info);
   Napi::Value Info(const Napi::CallbackInfo & info);
   Napi::Value Evaluate(const Napi::CallbackInfo & info);
   Napi::Value EvaluateImage(const Napi::CallbackInfo & info);
   Napi::Value Generate(const Napi::CallbackInfo & info);
+  Napi::Value Step(const Napi::CallbackInfo & info);
   Napi::Value Position(const Napi::CallbackInfo & info);
   Napi::Value Truncate(const Napi::CallbackInfo & info);
   Napi::Value CopySequence(const Napi::CallbackInfo & info);

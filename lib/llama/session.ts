@@ -6,7 +6,7 @@
 import type { RgbImage } from '../common/rgb-image';
 import { binding } from '../native/loader';
 import type { Model } from './model';
-import type { NativeGenerateResult, NativeSession } from '../native/addon';
+import type { NativeGenerateOptions, NativeGenerateResult, NativeSession, NativeStepItem, NativeStepResult } from '../native/addon';
 import { NativeResource } from './native-resource';
 import type { Projector } from './projector';
 import { defaultThreads } from '../native/threads';
@@ -219,11 +219,26 @@ export class Session extends NativeResource<NativeSession> {
     const sequence = this.#sequenceIndex(opts.sequence);
     const signal = signalOption(opts.signal);
     const onText = functionOption<(text: string) => void>(opts.onText, 'onText');
+    const nativeOptions = Session.generateOptions(opts);
+    return this.queue.run(() => this.native.generate(nativeOptions, sequence, onText), signal);
+  }
+
+  /**
+   * One step of parallel decoding over several sequences, in one llama.cpp batch (see
+   * lib/llama/batcher.ts, its one user).
+   * @internal
+   */
+  step(items: NativeStepItem[]): Promise<NativeStepResult[]> {
+    return this.queue.run(() => this.native.step(items));
+  }
+
+  /** The native generation options from validated {@link GenerateOptions}. @internal */
+  static generateOptions(opts: GenerateOptions): NativeGenerateOptions {
     if (opts.grammar !== undefined && typeof opts.grammar !== 'string') throw new TypeError('grammar must be a string');
     if (opts.stop !== undefined && (!Array.isArray(opts.stop) || opts.stop.some((s) => typeof s !== 'string'))) {
       throw new TypeError('stop must be an array of strings');
     }
-    const nativeOptions = {
+    return {
       maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, MAX_CONTEXT, 128),
       temperature: numberOption(opts.temperature, 'temperature', 0, 100, 0),
       topK: integerOption(opts.topK, 'topK', 0, 1 << 30, 40),
@@ -232,7 +247,6 @@ export class Session extends NativeResource<NativeSession> {
       grammar: opts.grammar ?? '',
       stop: (opts.stop ?? []).filter((s) => s.length > 0),
     };
-    return this.queue.run(() => this.native.generate(nativeOptions, sequence, onText), signal);
   }
 
   /** Forgets everything in the sequence from `position` on. */

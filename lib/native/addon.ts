@@ -74,12 +74,24 @@ export interface NativeGenerateResult {
   ms: number;
 }
 
+/** One sequence's part in a step of parallel decoding: tokens to evaluate, a generation to start (options) or continue (true), or a cancel (truncate to the position). */
+export type NativeStepItem =
+  | { sequence: number; tokens: Int32Array }
+  | { sequence: number; generate: NativeGenerateOptions | true }
+  | { sequence: number; cancel: number };
+
+/** What a step did for one item: `error` when it failed (that item alone). */
+export type NativeStepResult =
+  | { position: number; done: boolean; decoded: boolean; evaluated: number; text: string; result?: NativeGenerateResult }
+  | { position: number; error: Error };
+
 export interface NativeSession {
   create(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number; sequences: number }): Promise<void>;
   info(): { contextSize: number; batchSize: number; sequences: number };
   evaluate(tokens: Int32Array, sequence: number): Promise<NativeEvaluateResult>;
   evaluateImage(projector: NativeProjector, rgb: Uint8Array, width: number, height: number, sequence: number): Promise<NativeImageResult>;
   generate(options: NativeGenerateOptions, sequence: number, onText?: (text: string) => void): Promise<NativeGenerateResult>;
+  step(items: NativeStepItem[]): Promise<NativeStepResult[]>;
   position(sequence: number): number;
   truncate(position: number, sequence: number): void;
   copySequence(source: number, destination: number): void;

@@ -9,7 +9,7 @@ import type { Model } from '../llama/model';
 import type { Projector } from '../llama/projector';
 import type { ImageSlot, Prompt, SpecialPart } from './prompt';
 import type { RgbImage } from '../common/rgb-image';
-import type { Session } from '../llama/session';
+import type { EvaluateResult, ImageEvaluation } from '../llama/session';
 
 /** Where the time of one prompt went, and how many tokens it was. */
 export interface PromptEvaluation {
@@ -21,6 +21,13 @@ export interface PromptEvaluation {
   imageEncodeMs: number;
   /** Milliseconds evaluating image tokens in the text model. */
   imageDecodeMs: number;
+}
+
+/** Where a prompt is evaluated: a Session (its sequence 0), or one sequence under parallel decoding. */
+export interface PromptTarget {
+  readonly model: Model;
+  evaluate(tokens: Int32Array, options: { signal?: AbortSignal | undefined }): Promise<EvaluateResult>;
+  evaluateImage(projector: Projector, image: RgbImage<Uint8Array>, options: { signal?: AbortSignal | undefined }): Promise<ImageEvaluation>;
 }
 
 const specialTokenCache = new WeakMap<Model, Map<string, number>>();
@@ -56,11 +63,11 @@ export function tokenizeParts(model: Model, parts: Prompt, bos: boolean): Int32A
 }
 
 /**
- * Evaluates `parts` at the end of the session's sequence. `bos` puts BOS before the first part
+ * Evaluates `parts` at the end of the target's sequence. `bos` puts BOS before the first part
  * (only at the start of a conversation).
  */
 export async function evaluatePrompt(
-  session: Session,
+  session: PromptTarget,
   projector: Projector,
   parts: Prompt,
   images: Partial<Record<ImageSlot, RgbImage<Uint8Array>>>,
@@ -85,7 +92,7 @@ export async function evaluatePrompt(
     }
     await flush();
     if (first && options.bos) {
-      await session.evaluate([session.model.info.bos], { signal: options.signal });
+      await session.evaluate(Int32Array.of(session.model.info.bos), { signal: options.signal });
       stats.tokens += 1;
     }
     first = false;

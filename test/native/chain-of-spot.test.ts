@@ -10,25 +10,13 @@ import { ChainOfSpotError } from '../../lib/common/errors';
 import { evaluatePrompt } from '../../lib/procedure/evaluate-prompt';
 import { loadImage, prepareOriginal, prepareRegion } from '../../lib/image/image';
 import { roiPrompt, SYSTEM_PROMPT } from '../../lib/procedure/prompt';
+import { essence, rejectsWithCode } from '../support/results';
 import { maxRelativeDifference, CONVERSATION_TOLERANCE } from '../support/logits';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
 import { FIXTURE_IMAGES } from '../support/paths';
 
 const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
 const COFFEE = path.join(FIXTURE_IMAGES, 'coffee.png');
-
-async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    return true;
-  });
-}
-
-/** The part of a result that must not depend on how or when it was computed. */
-function essence(result: AskResult): unknown {
-  return { answer: result.answer, roi: result.roi, turns: result.turns.map((turn) => Array.from(turn.tokens)) };
-}
 
 describe('ChainOfSpot on LLaVA-1.5 geometry (576-token images)', () => {
   let cos: ChainOfSpot;
