@@ -37,6 +37,8 @@ export interface ServerConfig {
   nCtx: number;
   nBatch: number;
   threads: number;
+  /** Parallel slots (`-np`, default 1); continuous batching merges their work into shared batches. */
+  slots?: number;
 }
 
 /** What the two-turn flow replays from A's recorded plan. */
@@ -126,8 +128,13 @@ export class LlamaServer {
     process.on('SIGTERM', this.#interrupted);
   }
 
+  /** Where it listens (`http://127.0.0.1:PORT`). */
+  get url(): string {
+    return this.#url;
+  }
+
   /**
-   * Starts the server on a free loopback port with one slot and the floor's context, batch and
+   * Starts the server on a free loopback port with one slot (or `slots`) and the floor's context, batch and
    * threads, and waits until it has loaded the models; resolves with the load time. The RAM
    * prompt cache is off: it only helps when several conversations alternate, and saving to it costs.
    */
@@ -137,7 +144,7 @@ export class LlamaServer {
     const args = [
       '--host', '127.0.0.1', '--port', String(port), '-m', config.model, '--mmproj', config.mmproj,
       '-c', String(config.nCtx), '-b', String(config.nBatch), '-ub', String(config.nBatch),
-      '-t', String(config.threads), '-tb', String(config.threads), '-np', '1', '--cache-ram', '0', '--no-webui',
+      '-t', String(config.threads), '-tb', String(config.threads), '-np', String(config.slots ?? 1), '--cache-ram', '0', '--no-webui',
     ];
     const server = new LlamaServer(spawn(binary, args, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] }), `http://127.0.0.1:${port}`);
     try {

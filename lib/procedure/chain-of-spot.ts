@@ -12,9 +12,9 @@ import { createHash } from 'node:crypto';
 
 import { backend } from '../native/loader';
 import { BOX_GRAMMAR, type Box, type RegionBox } from './box';
-import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from '../common/errors';
+import { callerStack, ChainOfSpotError, disposedError, rethrowWithCallerStack } from '../common/errors';
 import { askConfig, promptDefaults, regionSteps, type AskConfig } from './ask-config';
-import { evaluatePrompt, type PromptEvaluation } from './evaluate-prompt';
+import { evaluatePrompt, type PromptEvaluation, type PromptTarget } from './evaluate-prompt';
 import {
   DEFAULT_MAX_PIXELS,
   encodePng,
@@ -34,7 +34,9 @@ import {
   type ChainOfSpotPromptOptions,
   type Prompt,
 } from './prompt';
-import type { GenerateResult, Session } from '../llama/session';
+import type { GenerateOptions, GenerateResult, Session } from '../llama/session';
+import { Batcher, type BatchedSequence } from '../llama/batcher';
+import { SlotPool } from './slot-pool';
 import { RemoteChainOfSpot, type ConnectOptions } from './remote';
 import { booleanOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 
@@ -69,6 +71,15 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
    * {@link AskOptions.reference}.
    */
   reference?: boolean;
+  /**
+   * Questions answered at once (default 1), each on its own sequence of one shared context: every
+   * decode step puts all of their next tokens (prompt chunks, and one token per generating
+   * question with the ones the grammar forces) into one llama.cpp batch, as llama-server's
+   * continuous batching does. Further questions wait for a free sequence. The image prefixes of the
+   * last `parallel` images stay cached (least recently used evicted). The default context grows to
+   * match: `parallel` questions plus `parallel` cached prefixes.
+   */
+  parallel?: number;
 }
 
 /** Options of {@link ChainOfSpot.ask}. */
@@ -201,7 +212,25 @@ interface PreparedImage {
   readonly views: Map<boolean, ImageView>;
 }
 
-/** Validated options of one question. */
+/** Where a question's tokens go: a whole session (sequence 0), or one sequence under a Batcher. */
+type QuestionTarget = PromptTarget & { generate(options: Omit<GenerateOptions, 'sequence'>): Promise<GenerateResult> };
+
+/** One question's conversation: where it runs, and how it starts (reusing a cached image prefix). */
+interface Conversation {
+  readonly target: QuestionTarget;
+  open(prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }>;
+}
+
+/** Parallel decoding: the batcher, the question sequences, and the cached image prefixes. */
+interface Parallel {
+  readonly batcher: Batcher;
+  readonly slots: SlotPool;
+  /** Prefix key -> the sequence holding it, least recently used first (a Map keeps insertion order). */
+  readonly prefixes: Map<string, number>;
+  /** The sequences that hold cached prefixes. */
+  readonly prefixSequences: number[];
+}
+
 const preparedImages = new WeakMap<OpenedImage, PreparedImage>();
 
 /** Tokens for prompts and question beyond the images and answers, in the default context size. */
@@ -215,11 +244,16 @@ export class ChainOfSpot {
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #maxPixels: number | undefined;
   readonly #reference: boolean;
-  /** The image prefix in the cache: whose it is and where it ends. */
+  /** The image prefix in the cache: whose it is and where it ends (one question at a time). */
   #prefix: { key: string; position: number } | undefined;
+  readonly #parallel: Parallel | undefined;
 
-  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined, reference: boolean) {
+  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined, reference: boolean, parallel: number) {
     this.#model = model;
+    if (parallel > 1) {
+      const sequences = Array.from({ length: 2 * parallel }, (_, i) => i);
+      this.#parallel = { batcher: new Batcher(session), slots: new SlotPool(sequences.slice(0, parallel)), prefixes: new Map(), prefixSequences: sequences.slice(parallel) };
+    }
     this.#reference = reference;
     this.#projector = projector;
     this.#session = session;
@@ -236,16 +270,19 @@ export class ChainOfSpot {
     const threads = options.threads === undefined ? undefined : integerOption(options.threads, 'threads', 1, 1024, 1);
     const signal = signalOption(options.signal);
     const reference = booleanOption(options.reference, 'reference', false);
+    const parallel = integerOption(options.parallel, 'parallel', 1, 128, 1);
     const stack = callerStack();
     try {
       const model = await Model.load(modelPath, { gpuLayers: options.gpuLayers, mmap: options.mmap, onProgress: options.onProgress, signal });
       try {
         const projector = await model.loadProjector(mmprojPath, { gpu: booleanOption(options.projectorGpu, 'projectorGpu', true), threads, signal });
         const { tokensPerImage } = projector.info;
-        const needed = 2 * tokensPerImage + 2 * 128 + PROMPT_ROOM;
+        const perQuestion = 2 * tokensPerImage + 2 * 128 + PROMPT_ROOM;
+        // In parallel, the questions and the cached prefixes (an image and the system prompt) share the cache.
+        const needed = parallel === 1 ? perQuestion : parallel * (perQuestion + tokensPerImage + 128);
         const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, Math.ceil(needed / 256) * 256);
-        const session = await model.createSession({ contextSize, threads });
-        return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels, reference);
+        const session = await model.createSession({ contextSize, threads, sequences: parallel === 1 ? 1 : 2 * parallel });
+        return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels, reference, parallel);
       } catch (error) {
         await model.dispose();
         throw error;
@@ -312,7 +349,7 @@ export class ChainOfSpot {
    */
   ask(image: ImageInput | OpenedImage, question: string, options?: AskOptions): Promise<AskResult> {
     const config = this.#askConfig(question, options);
-    return this.#queue.run(() => this.#ask(image, config), config.signal);
+    return this.#run(config.signal, (conversation) => this.#ask(image, config, conversation));
   }
 
   /**
@@ -322,20 +359,21 @@ export class ChainOfSpot {
    */
   baseline(image: ImageInput | OpenedImage, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText' | 'reference'>): Promise<BaselineResult> {
     const config = this.#askConfig(question, options);
-    return this.#queue.run(async () => {
+    return this.#run(config.signal, async (conversation) => {
       const start = performance.now();
       const { prepared, preprocessMs } = await this.#prepareTimed(image, config.reference);
       const prompt = baselinePrompt(question);
-      const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, prompt, config.signal);
-      const turn = await this.#generateTurn(prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
+      const { evaluation, prefixReused } = await conversation.open(prepared, prompt, config.signal);
+      const turn = await this.#generateTurn(conversation.target, prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
       return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
-    }, config.signal);
+    });
   }
 
   /** Frees the models and the cache. Questions in flight reject with ERR_DISPOSED. */
   async dispose(): Promise<void> {
     // Disposing the model disposes the session, which stops the question in flight.
     const settled = this.#queue.dispose(() => undefined);
+    this.#parallel?.slots.close(() => disposedError('this ChainOfSpot instance'));
     await this.#model.dispose();
     await settled;
   }
@@ -348,15 +386,38 @@ export class ChainOfSpot {
     return askConfig(question, options, this.#defaults, this.#reference);
   }
 
-  async #ask(image: ImageInput | OpenedImage, config: AskConfig): Promise<AskResult> {
+  /**
+   * Runs one question: alone on the session (the queue), or, in parallel mode, on a free sequence
+   * under the batcher (waiting for one when all are taken).
+   */
+  #run<T>(signal: AbortSignal | undefined, work: (conversation: Conversation) => Promise<T>): Promise<T> {
+    const parallel = this.#parallel;
+    if (!parallel) {
+      return this.#queue.run(() => work({ target: this.#session, open: (prepared, prompt, s) => this.#evaluateFromPrefix(prepared, prompt, s) }), signal);
+    }
+    const stack = callerStack();
+    return (async () => {
+      this.#queue.assertAlive();
+      const slot = await parallel.slots.acquire(signal);
+      try {
+        const sequence = parallel.batcher.sequence(slot);
+        return await work({ target: sequence, open: (prepared, prompt, s) => this.#openInSlot(parallel, sequence, prepared, prompt, s) });
+      } finally {
+        parallel.slots.release(slot);
+      }
+    })().catch((error: unknown) => rethrowWithCallerStack(error, stack));
+  }
+
+  async #ask(image: ImageInput | OpenedImage, config: AskConfig, conversation: Conversation): Promise<AskResult> {
     const start = performance.now();
     const { prepared, preprocessMs: loadMs } = await this.#prepareTimed(image, config.reference);
     const size = this.#projector.info.imageSize;
 
     // Turn one: the region of interest.
     const { turnOnePrompt, turnTwoPrompt } = config;
-    const { evaluation, prefixReused } = await this.#evaluateFromPrefix(prepared, turnOnePrompt, config.signal);
-    const turnOne = await this.#generateTurn(turnOnePrompt, evaluation, {
+    const { target } = conversation;
+    const { evaluation, prefixReused } = await conversation.open(prepared, turnOnePrompt, config.signal);
+    const turnOne = await this.#generateTurn(target, turnOnePrompt, evaluation, {
       maxTokens: config.roiMaxTokens,
       grammar: config.grammar ? BOX_GRAMMAR : undefined,
       signal: config.signal,
@@ -370,8 +431,8 @@ export class ChainOfSpot {
     const cropStart = performance.now();
     const roiImage = await steps.zoom(original, region.box, size, this.#maxPixels);
     const cropMs = performance.now() - cropStart;
-    const turnTwoEvaluation = await evaluatePrompt(this.#session, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
-    const turnTwo = await this.#generateTurn(turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
+    const turnTwoEvaluation = await evaluatePrompt(target, this.#projector, turnTwoPrompt, { roi: roiImage }, { bos: false, signal: config.signal });
+    const turnTwo = await this.#generateTurn(target, turnTwoPrompt, turnTwoEvaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText2 });
 
     const result: AskResult = {
       answer: turnTwo.text.trim(),
@@ -452,12 +513,58 @@ export class ChainOfSpot {
     return { evaluation, prefixReused };
   }
 
+  /**
+   * Parallel mode's #evaluateFromPrefix: the image prefix comes from the cached prefixes when one of
+   * them is this image's (a copy that shares the cells); otherwise it is evaluated in the question's
+   * sequence and copied into the least recently used prefix sequence.
+   */
+  async #openInSlot(parallel: Parallel, sequence: BatchedSequence, prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
+    const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
+    const prefixParts = prompt.slice(0, prefixLength);
+    const key = `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
+    const images = { original: prepared.model };
+    const rest = prompt.slice(prefixLength);
+    const cached = parallel.prefixes.get(key);
+    if (cached !== undefined) {
+      parallel.prefixes.delete(key);
+      parallel.prefixes.set(key, cached); // now the most recently used
+      // Queued on the session before any later eviction can overwrite that sequence.
+      await sequence.copyFrom(cached);
+      return { evaluation: await evaluatePrompt(sequence, this.#projector, rest, images, { bos: false, signal }), prefixReused: true };
+    }
+    await sequence.truncate(0);
+    const head = await evaluatePrompt(sequence, this.#projector, prefixParts, images, { bos: true, signal });
+    const { prefixSequences, prefixes } = parallel;
+    if (!prefixes.has(key)) {
+      // (Another question about this image may have stored it meanwhile.)
+      let store = prefixSequences[prefixes.size];
+      if (store === undefined) {
+        const [oldest, sequence] = prefixes.entries().next().value as [string, number];
+        prefixes.delete(oldest);
+        store = sequence;
+      }
+      prefixes.set(key, store);
+      await this.#session.copySequence(sequence.index, store);
+    }
+    const tail = await evaluatePrompt(sequence, this.#projector, rest, images, { bos: false, signal });
+    return {
+      evaluation: {
+        tokens: head.tokens + tail.tokens,
+        textMs: head.textMs + tail.textMs,
+        imageEncodeMs: head.imageEncodeMs + tail.imageEncodeMs,
+        imageDecodeMs: head.imageDecodeMs + tail.imageDecodeMs,
+      },
+      prefixReused: false,
+    };
+  }
+
   async #generateTurn(
+    target: QuestionTarget,
     prompt: Prompt,
     evaluation: PromptEvaluation,
     options: { maxTokens: number; grammar?: string | undefined; signal: AbortSignal | undefined; onText: ((text: string) => void) | undefined },
   ): Promise<TurnResult> {
-    const generated = await this.#session.generate({
+    const generated = await target.generate({
       maxTokens: options.maxTokens,
       grammar: options.grammar,
       signal: options.signal,
