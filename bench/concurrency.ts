@@ -18,12 +18,14 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 
 import { ChainOfSpot, type AskResult } from '../lib/procedure/chain-of-spot';
 import type { RemoteChainOfSpot } from '../lib/procedure/remote';
 import { mulberry32 } from '../lib/common/random';
 import { writeScenes, type SceneQuestion } from '../lib/scenes/index';
-import { benchModels, SHAPES, type Shape } from './models';
+import { benchModels, type Shape } from './models';
+import { positiveInteger, shapeOption } from './options';
 import { median } from './report';
 import { buildServer, LlamaServer } from './server';
 
@@ -57,33 +59,28 @@ interface Run {
   error?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const options: Options = { shape: 'tiny', users: [1, 4, 8], questions: 2, answerTokens: 16, threads: availableParallelism(), seed: 7, server: true };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    const value = (): string => {
-      const next = argv[++i];
-      if (next === undefined) throw new RangeError(`${flag} needs a value`);
-      return next;
-    };
-    const positive = (text: string): number => {
-      const n = Number(text);
-      if (!Number.isInteger(n) || n < 1) throw new RangeError(`${flag} must be a positive integer`);
-      return n;
-    };
-    if (flag === '--shape') {
-      const shape = value() as Shape;
-      if (!SHAPES.includes(shape)) throw new RangeError(`--shape must be one of ${SHAPES.join(', ')}`);
-      options.shape = shape;
-    } else if (flag === '--users') options.users = value().split(',').map(positive);
-    else if (flag === '--questions') options.questions = positive(value());
-    else if (flag === '--answer-tokens') options.answerTokens = positive(value());
-    else if (flag === '--threads') options.threads = positive(value());
-    else if (flag === '--seed') options.seed = positive(value());
-    else if (flag === '--no-server') options.server = false;
-    else throw new RangeError(`unknown option ${flag}`);
-  }
-  return options;
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      shape: { type: 'string', default: 'tiny' },
+      users: { type: 'string', default: '1,4,8' },
+      questions: { type: 'string', default: '2' },
+      'answer-tokens': { type: 'string', default: '16' },
+      threads: { type: 'string', default: String(availableParallelism()) },
+      seed: { type: 'string', default: '7' },
+      'no-server': { type: 'boolean', default: false },
+    },
+  });
+  const shape = shapeOption(values.shape);
+  return {
+    shape,
+    users: values.users.split(',').map((text) => positiveInteger('users', text)),
+    questions: positiveInteger('questions', values.questions),
+    answerTokens: positiveInteger('answer-tokens', values['answer-tokens']),
+    threads: positiveInteger('threads', values.threads),
+    seed: positiveInteger('seed', values.seed),
+    server: !values['no-server'],
+  };
 }
 
 /** Per user: an image of its own and questions about it (generated scenes, one image per user). */
@@ -146,7 +143,7 @@ async function open(mode: Mode, users: number, files: { model: string; mmproj: s
 }
 
 async function main(): Promise<void> {
-  const options = parseArgs(process.argv.slice(2));
+  const options = parseOptions();
   const files = await benchModels(options.shape);
   const binary = options.server ? await buildServer() : undefined;
   console.log(`concurrency bench: shape ${options.shape}, users ${options.users.join('/')}, ${options.questions} questions each, ${options.answerTokens} answer tokens, ${options.threads} threads; load average ${loadavg()[0]!.toFixed(2)}`);

@@ -22,7 +22,8 @@ import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
 import { GgufType } from '../lib/gguf/format';
 import { readGgufHeader } from '../lib/gguf/reader';
 import { FloorProcess, buildFloor } from './floor';
-import { benchModels, SHAPES, type Shape } from './models';
+import { benchModels, type Shape } from './models';
+import { positiveInteger, shapeOption } from './options';
 import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';
 import { gb, median, medianStages, renderTable, stages, type Stages, type Target } from './report';
 import { LlamaServer, buildServer } from './server';
@@ -67,21 +68,15 @@ function options(): Options {
       'no-server': { type: 'boolean', default: false },
     },
   });
-  const shape = values.shape as Shape;
-  if (!SHAPES.includes(shape)) throw new RangeError(`--shape must be one of ${SHAPES.join(', ')}`);
-  const integer = (name: string, text: string): number => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < 1) throw new RangeError(`--${name} must be a positive integer`);
-    return n;
-  };
+  const shape = shapeOption(values.shape);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
     shape,
-    reps: integer('reps', values.reps),
-    threads: integer('threads', values.threads),
+    reps: positiveInteger('reps', values.reps),
+    threads: positiveInteger('threads', values.threads),
     out: values.out ?? path.join(REPO_ROOT, '.cache', 'bench-results', `${stamp}.json`),
     image: values.image,
-    answerTokens: integer('answer-tokens', values['answer-tokens']),
+    answerTokens: positiveInteger('answer-tokens', values['answer-tokens']),
     server: !values['no-server'],
   };
 }
