@@ -162,9 +162,11 @@ class TextBlock(nn.Module):
         self.gate = nn.Linear(w, c.t_ffn, bias=False)
         self.up = nn.Linear(w, c.t_ffn, bias=False)
         self.down = nn.Linear(c.t_ffn, w, bias=False)
-        # training only: keep head 0's attention weights of the last forward (the lookup supervision)
-        self.keep_attention = False
+        # training only: keep head 0's attention weights and the block's output of the last forward
+        # (train.py's lookup supervision)
+        self.keep_internals = False
         self.attention = None
+        self.hidden = None
 
     def forward(self, x, pos, mask, cache=None):
         b, n, w = x.shape
@@ -180,12 +182,15 @@ class TextBlock(nn.Module):
             cache["k"], cache["v"] = k, v
         s = (q @ k.transpose(-1, -2)) / math.sqrt(d) + mask
         att = torch.softmax(s, dim=-1)
-        if self.keep_attention:
+        if self.keep_internals:
             self.attention = att[:, 0]
         a = (att @ v).transpose(1, 2).reshape(b, n, w)
         x = x + self.o(a)
         h = self.ffn_norm(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+        out = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        if self.keep_internals:
+            self.hidden = out
+        return out
 
 
 class Text(nn.Module):

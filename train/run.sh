@@ -5,7 +5,7 @@
 # interrupted run. Needs scripts/setup-python.sh run once (Debian's PyTorch, NumPy, Pillow, OpenBLAS)
 # and the native addon built.
 #
-#   WORK=.cache/train/demo STEPS_A=1200 STEPS_B=1300 train/run.sh [--no-eval]
+#   WORK=.cache/train/demo STEPS_A=1200 STEPS_B=3000 train/run.sh [--no-eval]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONDONTWRITEBYTECODE=1
@@ -13,7 +13,7 @@ PY=/usr/bin/python3
 WORK=${WORK:-.cache/train/demo}
 SCENES=${SCENES:-.cache/scenes}
 STEPS_A=${STEPS_A:-1200}
-STEPS_B=${STEPS_B:-1300}
+STEPS_B=${STEPS_B:-3000}
 CONFIG=${CONFIG:-'{"v_width": 96, "v_ffn": 384, "t_width": 128, "t_ffn": 384, "t_layers": 3}'}
 OUT=${OUT:-assets/demo-model}
 mkdir -p "$WORK"

@@ -206,30 +206,46 @@ def batch_tensors(seqs):
     return ids, tgt, [s[2] for s in seqs]
 
 
-def lookup_loss(model, lookups, tag_tokens):
+class Probes(nn.Module):
+    """Throw-away linear read-outs of the tag's box (l, t, r, b in hundredths) from the text model's
+    hidden states, for the lookup supervision."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.at_colour = nn.Linear(w, 4 * 101)
+        self.at_box = nn.Linear(w, 4 * 101)
+
+
+def lookup_loss(model, probes, lookups, tag_tokens, boxes):
     """The lookup supervision (a curriculum aid: the model and what it computes are unchanged).
     Finding the asked tag is a two-hop lookup (box position -> colour word -> the tag's image token)
     that next-token loss alone never found here: every run settled on one average box. So head 0 of
     the first block is taught to attend from the colour word to the image token holding the tag's
     centre (whose features carry its box since stage A), and head 0 of the second block from each
-    box-predicting position to the colour word. Returns (loss, share of colour words whose strongest
-    image token is the tag's)."""
-    first, second = model.text.blocks[0].attention, model.text.blocks[1].attention
+    box-predicting position to the colour word; and linear probes must read the box from the colour
+    word after the first block and from the box positions after the second, so that the box travels
+    along that path in a form the last block can spell. Returns (loss, share of colour words whose
+    strongest image token is the tag's)."""
+    first, second = model.text.blocks[0], model.text.blocks[1]
     losses, hits = [], []
-    for row, (lookup, tag_token) in enumerate(zip(lookups, tag_tokens)):
+    for row, (lookup, tag_token, box) in enumerate(zip(lookups, tag_tokens, boxes)):
         if lookup is None or tag_token is None:
             continue
         colour_pos, q0, q1, image_start = lookup
-        to_image = first[row, colour_pos, image_start:image_start + model.c.n_patches]
+        to_image = first.attention[row, colour_pos, image_start:image_start + model.c.n_patches]
         losses.append(-torch.log(to_image[tag_token] + 1e-6))
-        losses.append(-torch.log(second[row, q0:q1, colour_pos] + 1e-6).mean())
+        losses.append(-torch.log(second.attention[row, q0:q1, colour_pos] + 1e-6).mean())
+        target = torch.as_tensor(box)
+        losses.append(F.cross_entropy(probes.at_colour(first.hidden[row, colour_pos]).view(4, 101), target))
+        at_box = probes.at_box(second.hidden[row, q0:q1]).view(-1, 4, 101)
+        losses.append(F.cross_entropy(at_box.flatten(0, 1), target.repeat(q1 - q0)))
         hits.append(float(to_image.argmax() == tag_token))
     if not losses:
         return torch.zeros(()), float("nan")
     return torch.stack(losses).mean(), float(np.mean(hits))
 
 
-def lm_loss(model, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens):
+def lm_loss(model, probes, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens, boxes):
     """Loss over the trained targets (the output layer runs on those positions only), plus the
     lookup supervision where a row has one. Returns (loss, logits [K, V], targets [K], row of each
     target [K], lookup loss, lookup hit rate)."""
@@ -240,11 +256,11 @@ def lm_loss(model, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens):
     select = torch.zeros(ids.shape, dtype=torch.bool)
     select[:, :-1] = tgt != -100
     for blk in model.text.blocks[:2]:
-        blk.keep_attention = True
+        blk.keep_internals = True
     logits = model.text(emb, select=select)
     t = tgt[tgt != -100]
     rows = torch.arange(ids.shape[0])[:, None].expand_as(tgt)[tgt != -100]
-    aux, hit = lookup_loss(model, lookups, tag_tokens)
+    aux, hit = lookup_loss(model, probes, lookups, tag_tokens, boxes)
     return F.cross_entropy(logits, t), logits, t, rows, aux, hit
 
 
@@ -258,7 +274,7 @@ def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=
 
     def group(seqs, questions, orig, roi):
         ids, tgt, lookups = batch_tensors(seqs)
-        groups.append((ids, tgt, orig, roi, lookups, [ds["tag_token"][q] for q in questions]))
+        groups.append((ids, tgt, orig, roi, lookups, [ds["tag_token"][q] for q in questions], [ds["box100"][q] for q in questions]))
 
     def seq_of(kind, q):
         tok = tokens[str(ds["ids"][q])]
@@ -287,12 +303,14 @@ def stage_b(model, ds, tokens, args, rng):
     name, steps, lr = "stage-b", args.steps_b, args.lr_b
     path = os.path.join(args.work, f"{name}.pt")
     n = model.c.n_patches
-    params = list(model.projector.parameters()) + list(model.text.parameters())
+    probes = Probes(model.c.t_width)
+    params = list(model.projector.parameters()) + list(model.text.parameters()) + list(probes.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     step = 0
     if os.path.exists(path):
         st = torch.load(path)
         model.load_state_dict(st["model"])
+        probes.load_state_dict(st["probes"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
         rng.bit_generator.state = st["rng"]
@@ -308,7 +326,7 @@ def stage_b(model, ds, tokens, args, rng):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, 40)
         groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch, args.hint_batch)
-        parts = [lm_loss(model, *g) for g in groups]
+        parts = [lm_loss(model, probes, *g) for g in groups]
         total = sum(len(p[2]) for p in parts)
         loss = sum(p[0] * len(p[2]) for p in parts) / total
         lookup = [p[4] for p in parts if not math.isnan(p[5])]
@@ -347,7 +365,7 @@ def stage_b(model, ds, tokens, args, rng):
                 f"{(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
         if time.time() - last_save > args.save_every or step == steps:
-            save(path, model=model.state_dict(), opt=opt.state_dict(), step=step, rng=rng.bit_generator.state, config=model.c.to_dict())
+            save(path, model=model.state_dict(), probes=probes.state_dict(), opt=opt.state_dict(), step=step, rng=rng.bit_generator.state, config=model.c.to_dict())
             last_save = time.time()
 
 
@@ -392,6 +410,7 @@ def main():
     data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
     questions = data.load_questions(os.path.join(args.scenes, "questions.jsonl"))
     ds["colours"] = np.array([q["tag"]["colour"] for q in questions])
+    ds["box100"] = [[round(v * 100) for v in q["box"]] for q in questions]
     ds["tag_token"] = [data.image_token_of(q["tag"]["centre"], cfg.image_size // cfg.patch_size) for q in questions]
     global PIECES
     PIECES = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
