@@ -721,40 +721,51 @@ struct StepItem {
   // What the step did.
   const char * error_code = nullptr;
   std::string error_message;
-  bool decoded = false;   // the sequence had tokens in the step's batch
+  int decodes = 0;        // batches that held tokens of this sequence
   int32_t evaluated = 0;  // kEvaluate: how many of `tokens` went into the cache
   bool done = false;      // kEvaluate: all did, with the logits; kGenerate: the generation ended
   std::string text;       // kGenerate: text to stream
   std::unique_ptr<Generation> ended;  // kGenerate: the generation that ended, for its result
 };
 
-// One step of parallel decoding: every generating sequence chooses its next token(s) and every
+// Steps of parallel decoding: every generating sequence chooses its next token(s) and every
 // evaluating one contributes its next tokens, and all of them go through llama.cpp in ONE batch, as
-// llama-server schedules its slots. Generations live in the session between steps.
+// llama-server schedules its slots. Generations live in the session between steps. While every
+// item is a generation that goes on, further steps run here without a round trip through JS (that
+// costs more than a small model's step), until one ends, new work waits (Session.interruptStep)
+// or kStepsFor has passed, so that streamed text keeps flowing.
 class StepWorker : public SessionWorker {
  public:
   StepWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, std::vector<StepItem> items)
-      : SessionWorker(env, "chain-of-spot:session.step", owner, std::move(state), 0), items_(std::move(items)) {}
+      : SessionWorker(env, "chain-of-spot:session.step", owner, std::move(state), 0), items_(std::move(items)) {
+    state_->step_interrupt.store(false);
+  }
 
  protected:
+  static constexpr double kStepsFor = 20;  // milliseconds
+
   void Work() override {}
 
   void Run() override {
+    const auto start = Clock::now();
     for (StepItem & item : items_) {
       if (item.kind == StepItem::Kind::kCancel) Cancel(item);
-      if (item.kind == StepItem::Kind::kGenerate) Choose(item);
     }
-    Decode();
-    for (StepItem & item : items_) {
-      if (item.kind != StepItem::Kind::kGenerate || item.error_code != nullptr) continue;
-      Generation & generation = *state_->generations.at(item.seq_id);
-      item.done = generation.finished();
-      if (item.done) generation.End();
-      item.text = generation.TakeEmittable(item.done);
-      if (item.done) {
-        item.ended = std::move(state_->generations[item.seq_id]);
-        state_->generations.erase(item.seq_id);
+    for (;;) {
+      for (StepItem & item : items_) {
+        if (Generating(item)) Choose(item);
       }
+      Decode();
+      bool go_on = true;
+      for (StepItem & item : items_) {
+        if (!Generating(item)) {
+          go_on = false;  // an evaluation, a cancel or a failure: back to JS
+          continue;
+        }
+        Collect(item);
+        go_on = go_on && !item.done;
+      }
+      if (!go_on || state_->step_interrupt.load() || state_->abort.load() || MillisecondsSince(start) >= kStepsFor) break;
     }
     PauseThreads();
   }
@@ -769,7 +780,7 @@ class StepWorker : public SessionWorker {
         result.Set("error", CodedError(env, item.error_code, item.error_message).Value());
       } else {
         result.Set("done", item.done);
-        result.Set("decoded", item.decoded);
+        result.Set("decodes", item.decodes);
         result.Set("evaluated", item.evaluated);
         result.Set("text", item.text);
         if (item.ended) result.Set("result", item.ended->Result(env, 0, 0));
@@ -780,6 +791,22 @@ class StepWorker : public SessionWorker {
   }
 
  private:
+  static bool Generating(const StepItem & item) {
+    return item.kind == StepItem::Kind::kGenerate && item.error_code == nullptr && !item.done;
+  }
+
+  // A generation's text so far, and its end.
+  void Collect(StepItem & item) {
+    Generation & generation = *state_->generations.at(item.seq_id);
+    item.done = generation.finished();
+    if (item.done) generation.End();
+    item.text += generation.TakeEmittable(item.done);
+    if (item.done) {
+      item.ended = std::move(state_->generations[item.seq_id]);
+      state_->generations.erase(item.seq_id);
+    }
+  }
+
   void Fail(StepItem & item, const Failure & failure) {
     item.error_code = failure.code;
     item.error_message = failure.message;
@@ -807,6 +834,7 @@ class StepWorker : public SessionWorker {
           throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
         }
         generation = std::make_unique<Generation>(*state_, item.seq_id, std::move(*item.begin));
+        item.begin.reset();  // started: a further step continues it
         generation->Begin();
       }
       if (!generation) throw Failure{code::kNative, "no generation runs on sequence " + std::to_string(item.seq_id)};
@@ -890,7 +918,7 @@ class StepWorker : public SessionWorker {
       const int32_t count = static_cast<int32_t>(share.tokens.size());
       sequence.pending.erase(sequence.pending.begin(), sequence.pending.begin() + share.from_pending);
       sequence.cached += count;
-      item.decoded = true;
+      item.decodes++;
       if (share.complete) {
         const float * logits = llama_get_logits_ith(state_->context, share.first + count - 1);
         sequence.logits.assign(logits, logits + n_vocab);
@@ -957,6 +985,7 @@ Napi::Function Session::Define(Napi::Env env) {
                              {"evaluateImage", &Session::EvaluateImage},
                              {"generate", &Session::Generate},
                              {"step", &Session::Step},
+                             {"interruptStep", &Session::InterruptStep},
                              {"position", &Session::Position},
                              {"truncate", &Session::Truncate},
                              {"copySequence", &Session::CopySequence},
@@ -1166,6 +1195,12 @@ Napi::Value Session::Logits(const Napi::CallbackInfo & info) {
   Napi::Float32Array result = Napi::Float32Array::New(env, sequence.logits.size());
   std::copy(sequence.logits.begin(), sequence.logits.end(), result.Data());
   return result;
+}
+
+// interruptStep(): a step in flight returns after its current decode (new work waits).
+Napi::Value Session::InterruptStep(const Napi::CallbackInfo & info) {
+  if (handle_) handle_->step_interrupt.store(true);
+  return info.Env().Undefined();
 }
 
 Napi::Value Session::Abort(const Napi::CallbackInfo & info) {

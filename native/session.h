@@ -52,6 +52,7 @@ struct SessionState {
   std::map<int, std::unique_ptr<Generation>> generations;  // parallel decoding's generations in progress
   llama_batch batch;  // n_batch tokens, reused by every decode
   std::atomic<bool> abort{false};
+  std::atomic<bool> step_interrupt{false};  // new work waits: a step in flight returns soon
 };
 
 class Session : public NativeObject<Session, SessionState> {
@@ -74,6 +75,7 @@ class Session : public NativeObject<Session, SessionState> {
   Napi::Value EvaluateImage(const Napi::CallbackInfo & info);
   Napi::Value Generate(const Napi::CallbackInfo & info);
   Napi::Value Step(const Napi::CallbackInfo & info);
+  Napi::Value InterruptStep(const Napi::CallbackInfo & info);
   Napi::Value Position(const Napi::CallbackInfo & info);
   Napi::Value Truncate(const Napi::CallbackInfo & info);
   Napi::Value CopySequence(const Napi::CallbackInfo & info);

@@ -29,7 +29,7 @@ interface Request {
   readonly onText?: ((text: string) => void) | undefined;
   /** Set when the request must stop: the next step cancels it, then it rejects with this. */
   cancelled?: unknown;
-  /** Steps whose batch held tokens of this request (its llama_decode calls). */
+  /** Batches that held tokens of this request (its llama_decode calls). */
   decodeCalls: number;
   settle(error: unknown, value?: EvaluateResult | GenerateResult): void;
 }
@@ -70,6 +70,7 @@ export class Batcher {
     return new Promise<T>((resolve, reject) => {
       const onAbort = (): void => {
         request.cancelled ??= abortedError(signal?.reason);
+        this.#session.interruptStep();
       };
       const request: Request = {
         ...work,
@@ -86,7 +87,8 @@ export class Batcher {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiting.push(request);
-      if (!this.#running) void this.#run();
+      if (this.#running) this.#session.interruptStep(); // join the running generations soon
+      else void this.#run();
     });
   }
 
@@ -121,7 +123,7 @@ export class Batcher {
 
   #apply(request: Request, result: NativeStepResult): void {
     if ('error' in result) return request.settle(result.error);
-    if (result.decoded) request.decodeCalls++;
+    request.decodeCalls += result.decodes;
     if (request.cancelled !== undefined) return request.settle(request.cancelled); // the cancel is done
     const ms = performance.now() - request.startTime;
     if (request.tokens !== undefined) {
@@ -132,9 +134,9 @@ export class Batcher {
     try {
       if (result.text !== '') request.onText?.(result.text);
     } catch (error) {
-      request.cancelled = error; // as Session.generate: the call rejects with what onText threw
-      return;
+      request.cancelled ??= error; // as Session.generate: the call rejects with what onText threw
     }
+    if (request.cancelled !== undefined) return; // aborted meanwhile, even by onText: the next step cancels it
     if (result.done && result.result) request.settle(undefined, { ...result.result, decodeCalls: request.decodeCalls, ms });
   }
 }

@@ -232,6 +232,11 @@ export class Session extends NativeResource<NativeSession> {
     return this.queue.run(() => this.native.step(items));
   }
 
+  /** A step in flight returns after its current decode: new work waits to join. @internal */
+  interruptStep(): void {
+    if (!this.queue.disposed) this.native.interruptStep();
+  }
+
   /** The native generation options from validated {@link GenerateOptions}. @internal */
   static generateOptions(opts: GenerateOptions): NativeGenerateOptions {
     if (opts.grammar !== undefined && typeof opts.grammar !== 'string') throw new TypeError('grammar must be a string');

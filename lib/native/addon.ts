@@ -82,7 +82,7 @@ export type NativeStepItem =
 
 /** What a step did for one item: `error` when it failed (that item alone). */
 export type NativeStepResult =
-  | { position: number; done: boolean; decoded: boolean; evaluated: number; text: string; result?: NativeGenerateResult }
+  | { position: number; done: boolean; decodes: number; evaluated: number; text: string; result?: NativeGenerateResult }
   | { position: number; error: Error };
 
 export interface NativeSession {
@@ -92,6 +92,7 @@ export interface NativeSession {
   evaluateImage(projector: NativeProjector, rgb: Uint8Array, width: number, height: number, sequence: number): Promise<NativeImageResult>;
   generate(options: NativeGenerateOptions, sequence: number, onText?: (text: string) => void): Promise<NativeGenerateResult>;
   step(items: NativeStepItem[]): Promise<NativeStepResult[]>;
+  interruptStep(): void;
   position(sequence: number): number;
   truncate(position: number, sequence: number): void;
   copySequence(source: number, destination: number): void;
