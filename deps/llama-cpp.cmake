@@ -53,6 +53,11 @@ foreach (off LLAMA_BUILD_COMMON LLAMA_BUILD_TESTS LLAMA_BUILD_TOOLS LLAMA_BUILD_
   set(${off} OFF CACHE BOOL "" FORCE)
 endforeach()
 set(LLAMA_BUILD_MTMD ON CACHE BOOL "" FORCE)
+# ggml's RPC backend: the client (ChainOfSpot.load's rpcServers) and the server (`chain-of-spot
+# rpc-server`). TCP only: the RDMA transport would link libibverbs where the build machine has it,
+# which a prebuilt binary cannot count on.
+set(GGML_RPC ON CACHE BOOL "" FORCE)
+set(GGML_RPC_RDMA OFF CACHE BOOL "" FORCE)
 string(SUBSTRING ${LLAMA_COMMIT} 0 8 LLAMA_SHORT_COMMIT)
 set(LLAMA_BUILD_COMMIT ${LLAMA_SHORT_COMMIT} CACHE STRING "" FORCE)
 set(LLAMA_BUILD_NUMBER 0 CACHE STRING "" FORCE)

@@ -8,6 +8,7 @@
 #include "logger.h"
 #include "model.h"
 #include "projector.h"
+#include "rpc_server.h"
 #include "session.h"
 
 namespace cospot {
@@ -18,7 +19,8 @@ Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("llamaCppCommit", COS_LLAMA_COMMIT);
   result.Set("system", llama_print_system_info());
-  result.Set("gpuOffload", llama_supports_gpu_offload());
+  // A GPU of this machine: llama_supports_gpu_offload() also says yes for the RPC backend.
+  result.Set("gpuOffload", ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU) != nullptr);
 #ifdef COS_CUDA
   result.Set("backend", "cuda");
 #else
@@ -50,6 +52,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Session", session);
   exports.Set("setLogger", Napi::Function::New(env, SetLogger));
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
+  exports.Set("startRpcServer", Napi::Function::New(env, StartRpcServer));
   return exports;
 }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "ggml-rpc.h"
 #include "logger.h"
 #include "worker.h"
 
@@ -42,8 +43,10 @@ ModelHandle::ModelHandle(llama_model * loaded) : model(loaded), vocab(llama_mode
 // Progress reaches JS through the worker's stream; loading is cancelled by the abort flag.
 class ModelLoadWorker : public Model::CreateWorker {
  public:
-  ModelLoadWorker(Napi::Env env, Model * owner, std::string path, llama_model_params params, Napi::Value on_progress)
-      : CreateWorker(env, "chain-of-spot:model.load", owner), path_(std::move(path)), params_(params), abort_(owner->abort_) {
+  ModelLoadWorker(Napi::Env env, Model * owner, std::string path, llama_model_params params, std::vector<std::string> rpc_servers,
+                  Napi::Value on_progress)
+      : CreateWorker(env, "chain-of-spot:model.load", owner), path_(std::move(path)), params_(params),
+        rpc_servers_(std::move(rpc_servers)), abort_(owner->abort_) {
     SetStream(env, on_progress, "chain-of-spot:progress");
     params_.progress_callback = OnProgress;
     params_.progress_callback_user_data = this;
@@ -59,6 +62,7 @@ class ModelLoadWorker : public Model::CreateWorker {
       throw Failure{code::kModelLoad, "model path is not a file: " + path_};
     }
     LogCapture capture;
+    if (!rpc_servers_.empty()) UseRpcServers();
     llama_model * model = llama_model_load_from_file(path_.c_str(), params_);
     if (model == nullptr) {
       if (abort_->load()) throw Failure{code::kAborted, "model loading was aborted"};
@@ -76,8 +80,27 @@ class ModelLoadWorker : public Model::CreateWorker {
     return !worker->abort_->load();
   }
 
+  // The servers' devices first, then the local GPUs, as llama.cpp's own device choice orders them
+  // (the CPU takes what is left). Connecting aborts the process when a server cannot be reached:
+  // ChainOfSpot.load runs such a model in a child process.
+  void UseRpcServers() {
+    for (const std::string & endpoint : rpc_servers_) {
+      ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint.c_str());
+      if (reg == nullptr) throw Failure{code::kRemote, "the RPC server " + endpoint + " has no devices"};
+      for (size_t i = 0; i < ggml_backend_reg_dev_count(reg); i++) devices_.push_back(ggml_backend_reg_dev_get(reg, i));
+    }
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+      ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+      if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU) devices_.push_back(dev);
+    }
+    devices_.push_back(nullptr);
+    params_.devices = devices_.data();
+  }
+
   std::string path_;
   llama_model_params params_;
+  std::vector<std::string> rpc_servers_;
+  std::vector<ggml_backend_dev_t> devices_;
   std::shared_ptr<std::atomic<bool>> abort_;
 };
 
@@ -86,7 +109,7 @@ Napi::Function Model::Define(Napi::Env env) {
                           {"tokenize", &Model::Tokenize}, {"detokenize", &Model::Detokenize}});
 }
 
-// load(path, { gpuLayers, mmap, repack }, onProgress?) -> Promise<void>
+// load(path, { gpuLayers, mmap, repack, rpcServers }, onProgress?) -> Promise<void>
 Napi::Value Model::Load(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   ThrowIfDisposed(env);
@@ -98,9 +121,19 @@ Napi::Value Model::Load(const Napi::CallbackInfo & info) {
   params.load_mode = OptionOr<bool>(options, "mmap", true) ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
   params.use_extra_bufts = OptionOr<bool>(options, "repack", true);
 
+  std::vector<std::string> rpc_servers;
+  Napi::Value servers = options.Get("rpcServers");
+  if (servers.IsArray()) {
+    Napi::Array list = servers.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      if (!list.Get(i).IsString()) throw Napi::TypeError::New(env, "rpcServers must be strings");
+      rpc_servers.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
+
   BeginCreate(env);
   abort_->store(false);
-  auto * worker = new ModelLoadWorker(env, this, info[0].As<Napi::String>().Utf8Value(), params, info[2]);
+  auto * worker = new ModelLoadWorker(env, this, info[0].As<Napi::String>().Utf8Value(), params, std::move(rpc_servers), info[2]);
   return worker->Start();
 }
 

@@ -26,6 +26,7 @@ constexpr const char * kDisposed = "ERR_DISPOSED";
 constexpr const char * kAborted = "ERR_ABORTED";
 constexpr const char * kGpuMemory = "ERR_GPU_MEMORY";
 constexpr const char * kNative = "ERR_NATIVE";
+constexpr const char * kRemote = "ERR_REMOTE";
 }  // namespace code
 
 // A failure inside Execute(): thrown there, turned into a coded rejection by PromiseWorker.

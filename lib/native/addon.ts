@@ -20,7 +20,7 @@ export interface NativeModelInfo {
 }
 
 export interface NativeModel {
-  load(path: string, options: { gpuLayers: number; mmap: boolean; repack: boolean }, onProgress?: (progress: number) => void): Promise<void>;
+  load(path: string, options: { gpuLayers: number; mmap: boolean; repack: boolean; rpcServers: string[] }, onProgress?: (progress: number) => void): Promise<void>;
   abortLoad(): void;
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
@@ -115,4 +115,6 @@ export interface NativeBinding {
   Session: new () => NativeSession;
   setLogger(logger: ((level: string, text: string) => void) | null, minLevel: number): void;
   systemInfo(): NativeSystemInfo;
+  /** ggml's RPC server on `host:port`, serving this machine's GPUs or CPU; settles only if it cannot listen. */
+  startRpcServer(endpoint: string, threads: number): Promise<never>;
 }
