@@ -56,6 +56,28 @@ export function signalOption(value: unknown, name = 'signal'): AbortSignal | und
   return value;
 }
 
+/** The most RPC servers one model may use (ggml-rpc.h's GGML_RPC_MAX_SERVERS). */
+export const MAX_RPC_SERVERS = 16;
+
+/**
+ * A list of ggml RPC servers, `host:port` each (an IPv4 address or a host name, no scheme), at
+ * least one and at most {@link MAX_RPC_SERVERS}, none twice; undefined stays undefined.
+ */
+export function rpcServersOption(value: unknown, name = 'rpcServers'): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of 'host:port' strings`);
+  if (value.length === 0 || value.length > MAX_RPC_SERVERS) throw new RangeError(`${name} must list from 1 to ${MAX_RPC_SERVERS} servers, got ${value.length}`);
+  for (const server of value) {
+    if (typeof server !== 'string') throw new TypeError(`${name} must be an array of 'host:port' strings, got ${server === null ? 'null' : typeof server}`);
+    const match = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(server);
+    if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+      throw new RangeError(`${name}: ${JSON.stringify(server)} is not 'host:port' (an IPv4 address or host name, and a port from 1 to 65535)`);
+    }
+  }
+  if (new Set(value).size !== value.length) throw new RangeError(`${name} lists a server twice`);
+  return [...(value as string[])];
+}
+
 /**
  * Throws TypeError unless `value` is a number, RangeError unless it is a positive integer.
  * @internal

@@ -8,15 +8,25 @@ import type { NativeModel, NativeModelInfo } from '../native/addon';
 import { NativeResource } from './native-resource';
 import { Projector, type ProjectorOptions } from './projector';
 import { Session, type SessionOptions } from './session';
-import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
+import { booleanOption, functionOption, integerOption, optionsObject, requiredString, rpcServersOption, signalOption } from '../common/validate';
+import { reachRpcServers } from './rpc';
 
 /** Options of {@link Model.load}. */
 export interface ModelLoadOptions {
   /**
-   * How many layers to put on the GPU: a number, `'max'` for all, or `'auto'` (the default): all
-   * when the loaded binary has a GPU backend, none otherwise.
+   * How many layers to put on the GPU (and the RPC servers): a number, `'max'` for all, or
+   * `'auto'` (the default): all when the loaded binary has a GPU backend or `rpcServers` are
+   * given, none otherwise.
    */
   gpuLayers?: number | 'auto' | 'max';
+  /**
+   * ggml RPC servers (`chain-of-spot rpc-server`), as `'host:port'`, to put the offloaded layers
+   * on, before this machine's GPUs; llama.cpp splits the layers among them by their free memory.
+   * Each is reached first (ERR_REMOTE when one cannot be, within 10 seconds), but a server lost
+   * after that **aborts this process** (llama.cpp's RPC client does): {@link ChainOfSpot.load}
+   * with `rpcServers` runs the model in a child process to keep that out of yours.
+   */
+  rpcServers?: string[];
   /** Memory-map the file instead of reading it (default true: loads fast, shares pages). */
   mmap?: boolean;
   /** Called with the load progress, from 0 to 1. */
@@ -39,8 +49,8 @@ export interface TokenizeOptions {
   parseSpecial?: boolean;
 }
 
-function gpuLayerCount(value: ModelLoadOptions['gpuLayers']): number {
-  if (value === undefined || value === 'auto') return binding().systemInfo().gpuOffload ? -1 : 0;
+function gpuLayerCount(value: ModelLoadOptions['gpuLayers'], rpc: boolean): number {
+  if (value === undefined || value === 'auto') return rpc || binding().systemInfo().gpuOffload ? -1 : 0;
   if (value === 'max') return -1;
   return integerOption(value, 'gpuLayers', 0, 100_000, 0);
 }
@@ -56,10 +66,12 @@ export class Model extends NativeResource<NativeModel> {
   static async load(path: string, options?: ModelLoadOptions): Promise<Model> {
     requiredString(path, 'path');
     const opts = optionsObject(options);
+    const rpcServers = rpcServersOption(opts.rpcServers);
     const nativeOptions = {
-      gpuLayers: gpuLayerCount(opts.gpuLayers),
+      gpuLayers: gpuLayerCount(opts.gpuLayers, rpcServers !== undefined),
       mmap: booleanOption(opts.mmap, 'mmap', true),
       repack: true,
+      rpcServers: rpcServers ?? [],
     };
     const onProgress = functionOption<(progress: number) => void>(opts.onProgress, 'onProgress');
     const signal = signalOption(opts.signal);
@@ -68,6 +80,7 @@ export class Model extends NativeResource<NativeModel> {
     await model.create(async () => {
       // llama.cpp aborts the process on some malformed files: check the header first.
       await checkGguf(path, 'text-model');
+      if (rpcServers) await reachRpcServers(rpcServers, signal);
       await model.native.load(path, nativeOptions, onProgress);
     }, signal);
     model.#info = { path, ...model.native.info() };
