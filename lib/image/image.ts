@@ -276,7 +276,8 @@ function atLeastOnePixel(start: number, end: number, side: number): [number, num
   return end < side ? [start, end + 1] : [start - 1, end];
 }
 
-function isSharp(input: object): input is sharp.Sharp {
+/** Whether an input object is a sharp instance. @internal */
+export function isSharp(input: object): input is sharp.Sharp {
   return typeof (input as sharp.Sharp).clone === 'function' && typeof (input as sharp.Sharp).toBuffer === 'function';
 }
 

@@ -38,6 +38,7 @@ import type { GenerateOptions, GenerateResult, Session } from '../llama/session'
 import { Batcher, type BatchedSequence } from '../llama/batcher';
 import { SlotPool } from './slot-pool';
 import { RemoteChainOfSpot, type ConnectOptions } from './remote';
+import { IsolatedChainOfSpot, type RpcChainOfSpotOptions } from './isolated';
 import { booleanOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 
 /** Options of {@link ChainOfSpot.load}. */
@@ -80,6 +81,8 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
    * match: `parallel` questions plus `parallel` cached prefixes.
    */
   parallel?: number;
+  /** See {@link RpcChainOfSpotOptions.rpcServers}: with them, load returns an {@link IsolatedChainOfSpot}. */
+  rpcServers?: undefined;
 }
 
 /** Options of {@link ChainOfSpot.ask}. */
@@ -262,8 +265,23 @@ export class ChainOfSpot {
     this.#queue = new OperationQueue('this ChainOfSpot instance', () => undefined);
   }
 
-  /** Loads a LLaVA-1.5 text model and its projector, ready to ask questions. */
-  static async load(options: ChainOfSpotOptions): Promise<ChainOfSpot> {
+  /**
+   * Loads a LLaVA-1.5 text model and its projector, ready to ask questions. With `rpcServers`,
+   * the layers go to those ggml RPC servers, and the model runs in a child process: see
+   * {@link IsolatedChainOfSpot}.
+   */
+  static load(options: RpcChainOfSpotOptions): Promise<IsolatedChainOfSpot>;
+  static load(options: ChainOfSpotOptions): Promise<ChainOfSpot>;
+  static load(options: ChainOfSpotOptions | RpcChainOfSpotOptions): Promise<ChainOfSpot | IsolatedChainOfSpot> {
+    if (options !== null && typeof options === 'object' && options.rpcServers !== undefined) return IsolatedChainOfSpot.load(options);
+    return ChainOfSpot.loadHere(options);
+  }
+
+  /**
+   * {@link load} in this process, `rpcServers` included (the child of an {@link IsolatedChainOfSpot}).
+   * @internal
+   */
+  static async loadHere(options: ChainOfSpotOptions | RpcChainOfSpotOptions): Promise<ChainOfSpot> {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object with model and mmproj paths');
     const modelPath = requiredString(options.model, 'model');
     const mmprojPath = requiredString(options.mmproj, 'mmproj');
@@ -273,7 +291,8 @@ export class ChainOfSpot {
     const parallel = integerOption(options.parallel, 'parallel', 1, 128, 1);
     const stack = callerStack();
     try {
-      const model = await Model.load(modelPath, { gpuLayers: options.gpuLayers, mmap: options.mmap, onProgress: options.onProgress, signal });
+      const { gpuLayers, mmap, onProgress, rpcServers } = options;
+      const model = await Model.load(modelPath, { gpuLayers, mmap, onProgress, signal, rpcServers });
       try {
         const projector = await model.loadProjector(mmprojPath, { gpu: booleanOption(options.projectorGpu, 'projectorGpu', true), threads, signal });
         const { tokensPerImage } = projector.info;
