@@ -2,6 +2,7 @@
  * The command line's words: the usage text, the option tables, and `parseCommandLine`, which turns
  * argv into a checked {@link Command} without touching any file.
  */
+import { isIPv4 } from 'node:net';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -23,6 +24,7 @@ Commands:
                          questions are asked as written (LLaVA's VQAv2 protocol ends each with
                          "\\nAnswer the question using a single word or phrase.")
   scenes                 write generated scenes with tag-reading questions, in the JSONL eval reads
+  rpc-server             serve this machine's CPU (or GPUs) to ChainOfSpot.load's rpcServers (ggml RPC)
 
 Model options (ask, eval):
   -m, --model FILE       the LLaVA-1.5 text model (GGUF)                           (required)
@@ -58,6 +60,12 @@ scenes options:
       --seed S           the scenes' seed: the same seed writes the same files     (default 0)
       --out DIR          where to write questions.jsonl and images/                 (required)
       --backgrounds DIR  photos to crop backgrounds from (default: gradients and noise only)
+
+rpc-server options:
+      --host ADDRESS     the IPv4 address to listen on; the protocol has no authentication or
+                         encryption: keep it private (README, "Serving")        (default 127.0.0.1)
+      --port N           the port to listen on                                      (default 50052)
+      --threads N        CPU threads                                   (default: the physical cores)
 
 Other options:
       --debug            on failure print the stack trace; print llama.cpp's log
@@ -110,6 +118,13 @@ const DEMO_OPTIONS = {
   out: { type: 'string' },
 } as const;
 
+const RPC_SERVER_OPTIONS = {
+  ...COMMON_OPTIONS,
+  host: { type: 'string' },
+  port: { type: 'string' },
+  threads: { type: 'string' },
+} as const;
+
 const SCENES_OPTIONS = {
   ...COMMON_OPTIONS,
   count: { type: 'string' },
@@ -135,7 +150,11 @@ export type Command =
   | { command: 'ask'; image: string; question: string; model: ModelArgs; json: boolean; stream: boolean; annotate?: string; saveRoi?: string }
   | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean; reference?: true }
   | { command: 'demo'; out: string }
-  | { command: 'scenes'; count: number; seed: number; out: string; backgrounds?: string };
+  | { command: 'scenes'; count: number; seed: number; out: string; backgrounds?: string }
+  | { command: 'rpc-server'; host: string; port: number; threads: number | undefined };
+
+/** Where `rpc-server` listens unless told: this machine only. */
+export const RPC_SERVER_DEFAULTS = { host: '127.0.0.1', port: 50052 } as const;
 
 /**
  * Parses the arguments after `chain-of-spot`. Pure: checks only what the arguments say, not the files.
@@ -143,7 +162,7 @@ export type Command =
  */
 export function parseCommandLine(argv: readonly string[]): Command {
   const [command, ...rest] = argv;
-  if (command === undefined) throw usageError('no command given: use ask, demo, eval or scenes');
+  if (command === undefined) throw usageError('no command given: use ask, demo, eval, scenes or rpc-server');
   if (command === '-h' || command === '--help' || command === 'help') return { command: 'help' };
   if (command === '-v' || command === '--version') return { command: 'version' };
   const parse = (options: ParseArgsConfig['options'], positionals: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } => {
@@ -199,8 +218,21 @@ export function parseCommandLine(argv: readonly string[]): Command {
       if (typeof values.backgrounds === 'string') parsed.backgrounds = values.backgrounds;
       return parsed;
     }
+    case 'rpc-server': {
+      const { values } = parse(RPC_SERVER_OPTIONS, []);
+      if (values.help) return { command: 'help' };
+      const host = typeof values.host === 'string' ? values.host : RPC_SERVER_DEFAULTS.host;
+      // ggml's server reads the address with inet_addr: IPv4 only.
+      if (!isIPv4(host)) throw usageError(`rpc-server: --host must be an IPv4 address of this machine (0.0.0.0 for all), got ${JSON.stringify(host)}`);
+      return {
+        command: 'rpc-server',
+        host,
+        port: values.port === undefined ? RPC_SERVER_DEFAULTS.port : integerArg(values.port, '--port', 1, 'a port from 1 to 65535', 65535),
+        threads: values.threads === undefined ? undefined : integerArg(values.threads, '--threads', 1),
+      };
+    }
     default:
-      throw usageError(`unknown command '${command}': use ask, demo, eval or scenes`);
+      throw usageError(`unknown command '${command}': use ask, demo, eval, scenes or rpc-server`);
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `chain-of-spot` command's entry point: parses the arguments (args.ts), runs the command (one
- * file each: ask, demo, eval), and turns any failure into one line and an exit status.
+ * file each: ask, demo, eval, scenes, rpc-server), and turns any failure into one line and an exit status.
  */
 import { setLogger } from '../native/logger';
 import { parseCommandLine, USAGE, type Command } from './args';
@@ -9,6 +9,7 @@ import { ask } from './ask';
 import { demo } from './demo';
 import { evaluate } from './eval';
 import { packageVersion } from './io';
+import { rpcServer } from './rpc-server';
 import { scenes } from './scenes';
 
 /** Runs a parsed command; resolves to the exit status. */
@@ -28,6 +29,8 @@ async function run(command: Command, signal: AbortSignal): Promise<number> {
       return demo(command, signal);
     case 'scenes':
       return scenes(command);
+    case 'rpc-server':
+      return rpcServer(command, signal);
   }
 }
 
