@@ -13,13 +13,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
 import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
-import { ChainOfSpotError } from '../../lib/common/errors';
 import { boxToPixels, encodePng, loadImage, prepareRegion } from '../../lib/image/image';
 import { BYTE_TOKEN_BASE, FIRST_NORMAL_ID } from '../../lib/models/tiny-model';
 import { BOX_PATTERN, parseBoxOrFallback } from '../../lib/procedure/box';
 import type { RemoteChainOfSpot } from '../../lib/procedure/remote';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
 import { FIXTURE_IMAGES, REPO_ROOT } from '../support/paths';
+import { closedPort, rejectsWithCode } from '../support/remote';
 
 const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
 const THREADS = 2;
@@ -27,26 +27,7 @@ const THREADS = 2;
 const BATCH = 512;
 const CONTEXT = 2048;
 
-async function rejectsWithCode(promise: Promise<unknown>, code: string, message?: RegExp): Promise<ChainOfSpotError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String((error as Error)?.stack ?? error)}`);
-    assert.equal(error.code, code, error.message);
-    if (message) assert.match(error.message, message);
-    return error;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
 
-/** A port nothing listens on: one the system gave out and took back. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 type Handler = (request: IncomingMessage, response: ServerResponse, body: string) => void;
 

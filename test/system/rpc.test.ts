@@ -1,0 +1,266 @@
+/**
+ * rpcServers: the model's layers on ggml RPC servers, against real processes: two
+ * `chain-of-spot rpc-server` (our CLI, the addon's ggml from the pinned source) on 127.0.0.1, the
+ * tiny pair loaded through them and locally. The numbers must be the local ones; a server that is
+ * down at load, or killed in the middle of a question, must give ERR_REMOTE and leave this
+ * process running.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import path from 'node:path';
+
+import { ChainOfSpotError } from '../../lib/common/errors';
+import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import type { IsolatedChainOfSpot, RpcChainOfSpotOptions } from '../../lib/procedure/isolated';
+import { assertExited, resultOf, runScript } from '../support/child';
+import { tinyLlava } from '../support/models';
+import { FIXTURE_IMAGES } from '../support/paths';
+import { closedPort, rejectsWithCode } from '../support/remote';
+
+const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
+const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
+const COFFEE = path.join(FIXTURE_IMAGES, 'coffee.png');
+const QUESTION = 'What color is the cat?';
+/**
+ * Logits of the same tokens, local against the layers on two RPC servers: the same CPU kernels on
+ * the same weights, so any difference is the order of floating-point sums. Measured: 0 on this
+ * machine's tiny pair; a wrong layer or a lost token moves them by far more (see test/support/logits.ts).
+ */
+const RPC_TOLERANCE = 1e-5;
+
+
+/** Whether something accepts TCP connections on the port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+interface RpcServer {
+  endpoint: string;
+  child: ChildProcess;
+  output(): string;
+}
+
+/** Every server and instance the tests started: a failed test leaves none running (see {@link endStarted}). */
+const started = { servers: [] as RpcServer[], instances: [] as IsolatedChainOfSpot[] };
+
+/** Hooks of a describe: its instances end after each test, its servers after the last. */
+function endStarted(): void {
+  afterEach(async () => {
+    await Promise.all(started.instances.splice(0).map((cos) => cos.dispose()));
+  });
+  after(async () => {
+    await Promise.all(started.servers.splice(0).map(stop));
+  });
+}
+
+async function load(options: RpcChainOfSpotOptions): Promise<IsolatedChainOfSpot> {
+  const cos = await ChainOfSpot.load(options);
+  started.instances.push(cos);
+  return cos;
+}
+
+/** `chain-of-spot rpc-server` on a free port of 127.0.0.1, once it accepts connections. */
+async function startRpcServer(extra: string[] = []): Promise<RpcServer> {
+  const port = await closedPort();
+  const child = spawn(process.execPath, [CLI, 'rpc-server', '--port', String(port), '--threads', '1', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const server = { endpoint: `127.0.0.1:${port}`, child, output: () => output };
+  started.servers.push(server);
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const deadline = performance.now() + 30_000;
+  while (!(await accepts(port))) {
+    assert.ok(child.exitCode === null && child.signalCode === null, `rpc-server ended: ${output}`);
+    assert.ok(performance.now() < deadline, `rpc-server did not listen within 30 s: ${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return server;
+}
+
+async function stop(server: RpcServer): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = once(server.child, 'exit');
+  server.child.kill('SIGKILL');
+  await exited;
+}
+
+
+/** What must not depend on where the layers ran. */
+function essence(result: AskResult): unknown {
+  return { answer: result.answer, roi: result.roi, turns: result.turns.map((turn) => [turn.text, Array.from(turn.tokens), turn.promptTokens, turn.finishReason]) };
+}
+
+describe('rpcServers: the layers on two rpc-servers on 127.0.0.1', function () {
+  this.timeout(180_000);
+  this.slow(20_000);
+  let servers: RpcServer[];
+  let files: { model: string; mmproj: string };
+  endStarted();
+  before(async () => {
+    files = await tinyLlava();
+    servers = await Promise.all([startRpcServer(), startRpcServer()]);
+  });
+
+  it('Model.load places the layers on both servers, and their logits are the local ones', async () => {
+    // In a child: the in-process RPC client aborts its process on a lost server.
+    const script = `
+      const { Model } = require(process.env.COS_DIST + '/index.js');
+      const logitsOf = async (options) => {
+        const model = await Model.load(process.argv[1], options);
+        const session = await model.createSession({ threads: 1, contextSize: 256 });
+        const tokens = model.tokenize('A chat between a curious user and an artificial intelligence assistant.', { addBos: true });
+        await session.evaluate(tokens);
+        const first = Array.from(await session.logits());
+        await session.evaluate(model.tokenize(' USER: What is the colour of the cat?'));
+        const second = Array.from(await session.logits());
+        await model.dispose();
+        return [first, second];
+      };
+      (async () => {
+        const local = await logitsOf({});
+        const rpc = await logitsOf({ rpcServers: process.argv.slice(2) });
+        console.log('RESULT ' + JSON.stringify({ local, rpc }));
+      })();`;
+    const result = await runScript(script, [files.model, ...servers.map((s) => s.endpoint)], { env: { CHAIN_OF_SPOT_DEBUG: '1' }, timeoutMs: 120_000 });
+    assertExited(result);
+    for (const { endpoint } of servers) {
+      assert.match(result.stderr, new RegExp(`RPC\\d+\\[${endpoint.replace(/\./g, '\\.')}\\] model buffer size`), `${endpoint} holds a part of the weights`);
+    }
+    const { local, rpc } = resultOf<{ local: number[][]; rpc: number[][] }>(result);
+    for (const [i, expected] of local.entries()) {
+      const actual = rpc[i]!;
+      assert.equal(actual.length, expected.length);
+      const scale = Math.max(...expected.map(Math.abs));
+      const worst = Math.max(...expected.map((value, j) => Math.abs(value - actual[j]!)));
+      assert.ok(worst <= RPC_TOLERANCE * scale, `evaluation ${i}: logits differ by ${worst} (scale ${scale})`);
+    }
+  });
+
+  describe('ChainOfSpot.load with rpcServers', () => {
+    let local: ChainOfSpot;
+    let remote: IsolatedChainOfSpot;
+    before(async () => {
+      local = await ChainOfSpot.load({ ...files, threads: 1 });
+      const progress: number[] = [];
+      remote = await ChainOfSpot.load({ ...files, threads: 1, rpcServers: servers.map((s) => s.endpoint), onProgress: (p) => progress.push(p) });
+      assert.equal(progress.at(-1), 1, 'load progress reaches 1');
+    });
+    after(async () => {
+      await Promise.all([local?.dispose(), remote?.dispose()]);
+    });
+
+    it('answers as the local instance: the same texts, tokens and boxes; streams each turn', async () => {
+      const expected = await local.ask(CAT, QUESTION, { includeRoiImage: true });
+      const streamed: [string, number][] = [];
+      const actual = await remote.ask(CAT, QUESTION, { includeRoiImage: true, onText: (text, turn) => streamed.push([text, turn]) });
+      assert.deepEqual(essence(actual), essence(expected));
+      assert.ok(actual.turns[0].tokens instanceof Int32Array);
+      assert.ok(Buffer.isBuffer(actual.roiImage) && actual.roiImage.equals(expected.roiImage!), 'the zoomed region crosses as PNG bytes');
+      for (const turn of [1, 2] as const) {
+        assert.equal(streamed.filter(([, t]) => t === turn).map(([text]) => text).join(''), actual.turns[turn - 1].text, `turn ${turn} streamed`);
+      }
+      assert.deepEqual(remote.rpcServers, servers.map((s) => s.endpoint));
+    });
+
+    it('open and baseline: the opened image is reused in the child, as locally', async () => {
+      const [localImage, remoteImage] = await Promise.all([local.open(COFFEE), remote.open(COFFEE)]);
+      assert.deepEqual(remoteImage, localImage);
+      const expected = [await local.baseline(localImage, 'What is this?'), await local.ask(localImage, QUESTION)];
+      const actual = [await remote.baseline(remoteImage, 'What is this?'), await remote.ask(remoteImage, QUESTION)];
+      assert.equal(actual[0]!.answer, expected[0]!.answer);
+      assert.deepEqual(Array.from((actual[0] as { turn: { tokens: Int32Array } }).turn.tokens), Array.from((expected[0] as { turn: { tokens: Int32Array } }).turn.tokens));
+      assert.deepEqual(essence(actual[1] as AskResult), essence(expected[1] as AskResult));
+      assert.equal((actual[1] as AskResult).prefixReused, true, 'the question after the baseline reused the prefix in the child');
+    });
+
+    it('an AbortSignal cancels the question with ERR_ABORTED and the instance goes on; a throwing onText rejects with what it threw, as locally', async () => {
+      const controller = new AbortController();
+      const aborted = remote.ask(CAT, QUESTION, { signal: controller.signal, onText: () => controller.abort() });
+      await rejectsWithCode(aborted, 'ERR_ABORTED');
+      const boom = new Error('boom');
+      for (const cos of [local, remote]) {
+        await assert.rejects(cos.ask(CAT, QUESTION, { onText: () => { throw boom; } }), (error) => error instanceof ChainOfSpotError && error.cause === boom);
+      }
+      assert.equal((await remote.ask(CAT, QUESTION)).answer, (await local.ask(CAT, QUESTION)).answer);
+    });
+
+    it('bad arguments throw TypeError / RangeError before anything crosses', async () => {
+      await assert.rejects(remote.ask(CAT, 42 as never), TypeError);
+      await assert.rejects(remote.ask(CAT, QUESTION, { maxTokens: 0 }), RangeError);
+      await assert.rejects(ChainOfSpot.load({ ...files, rpcServers: ['127.0.0.1'] }), RangeError);
+      await assert.rejects(ChainOfSpot.load({ ...files, rpcServers: 'a:1' as never }), TypeError);
+      await rejectsWithCode(remote.ask(path.join(FIXTURE_IMAGES, 'truncated.jpg'), QUESTION), 'ERR_IMAGE');
+    });
+  });
+
+  it('a server that is down at load: ERR_REMOTE at once, naming it', async () => {
+    const down = `127.0.0.1:${await closedPort()}`;
+    const start = performance.now();
+    await rejectsWithCode(ChainOfSpot.load({ ...files, rpcServers: [servers[0]!.endpoint, down] }), 'ERR_REMOTE', new RegExp(`cannot reach the RPC server ${down} \\(ECONNREFUSED\\)`));
+    assert.ok(performance.now() - start < 10_000, `${performance.now() - start} ms`);
+  });
+
+  it('a server killed in the middle of a question: ERR_REMOTE, this process lives, later calls fail the same way, dispose resolves', async () => {
+    const doomed = await startRpcServer();
+    const cos = await load({ ...files, threads: 1, rpcServers: [servers[0]!.endpoint, doomed.endpoint] });
+    let killed: Promise<void> | undefined;
+    const error = await rejectsWithCode(
+      cos.ask(CAT, QUESTION, { onText: () => void (killed ??= stop(doomed)) }),
+      'ERR_REMOTE',
+      /the process that ran the model on the RPC servers .* ended \(SIGABRT\): Remote RPC server crashed.*: dispose this instance, check the servers/,
+    );
+    assert.ok(killed, 'the server was killed during the question');
+    assert.match(error.stack ?? '', /rpc\.test\.js/, "the caller's stack");
+    await rejectsWithCode(cos.ask(CAT, QUESTION), 'ERR_REMOTE');
+    await cos.dispose();
+    await rejectsWithCode(cos.ask(CAT, QUESTION), 'ERR_DISPOSED');
+    // The other server serves the next client.
+    await load({ ...files, threads: 1, rpcServers: [servers[0]!.endpoint] });
+  });
+
+  it('dispose in the middle of a question: it rejects with ERR_DISPOSED and the child ends', async () => {
+    const cos = await load({ ...files, threads: 1, rpcServers: [servers[1]!.endpoint] });
+    let disposed: Promise<void> | undefined;
+    await rejectsWithCode(cos.ask(CAT, QUESTION, { onText: () => void (disposed ??= cos.dispose()) }), 'ERR_DISPOSED');
+    await disposed;
+    await rejectsWithCode(cos.baseline(CAT, QUESTION), 'ERR_DISPOSED');
+  });
+});
+
+describe('chain-of-spot rpc-server', function () {
+  this.timeout(60_000);
+  endStarted();
+
+  it('a port already taken: one error line, exit 1', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const child = spawn(process.execPath, [CLI, 'rpc-server', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const [code] = (await once(child, 'exit')) as [number];
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`chain-of-spot: error: the RPC server cannot listen on 127\\.0\\.0\\.1:${port}: the port is taken.* \\(ERR_REMOTE\\)`));
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  it('says where it listens; off loopback it warns that the protocol is open', async () => {
+    const local = await startRpcServer();
+    const open = await startRpcServer(['--host', '0.0.0.0']);
+    assert.match(local.output(), new RegExp(`^chain-of-spot rpc-server: serving this machine's CPU \\(1 threads\\) on ${local.endpoint.replace(/\./g, '\\.')}`, 'm'));
+    assert.doesNotMatch(local.output(), /warning/);
+    assert.match(open.output(), /warning: ggml's RPC protocol has no authentication or encryption/);
+  });
+});
