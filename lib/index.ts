@@ -24,6 +24,7 @@ export {
   type RemoteBaselineResult,
   type RemoteTurnResult,
 } from './procedure/remote';
+export { IsolatedChainOfSpot, type RpcChainOfSpotOptions } from './procedure/isolated';
 export { ChainOfSpotError, type ErrorCode } from './common/errors';
 export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './llama/model';
 export { Projector, type ProjectorInfo, type ProjectorOptions } from './llama/projector';

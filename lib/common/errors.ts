@@ -31,6 +31,8 @@ export type ErrorCode =
   /**
    * A llama-server ({@link ChainOfSpot.connect}) failed: it cannot be reached, answered with an
    * HTTP error or something that is not llama-server's JSON, or did not answer within `timeoutMs`.
+   * Or a ggml RPC server (`rpcServers`) cannot be reached when loading, or was lost later (the
+   * {@link IsolatedChainOfSpot}'s model process died); or `chain-of-spot rpc-server` cannot listen.
    */
   | 'ERR_REMOTE'
   /** Command line only: the arguments are wrong (exit status 2). */

@@ -27,33 +27,33 @@ export interface RpcChainOfSpotOptions extends Omit<ChainOfSpotOptions, 'rpcServ
   rpcServers: string[];
 }
 
-/** An image as it crosses to the child: an input that clones, or a handle from {@link IsolatedChainOfSpot.open}. */
+/** @internal An image as it crosses to the child: an input that clones, or a handle from {@link IsolatedChainOfSpot.open}. */
 export type ImageRef = { input: string | Uint8Array | RawImageInput } | { opened: number };
 
 /** Options that cross to the child: everything but callbacks and signals, which stay here. */
 type Plain<T> = Omit<T, 'onText' | 'onProgress' | 'signal'>;
 
-/** What this process asks of the child; each request is answered by one `done` with its id. */
+/** @internal What this process asks of the child; each request is answered by one `done` with its id. */
 export type Request =
   | { type: 'load'; options: Plain<RpcChainOfSpotOptions> }
   | { type: 'ask' | 'baseline'; image: ImageRef; question: string; options: Plain<AskOptions> }
   | { type: 'open'; image: ImageRef; options: Pick<AskOptions, 'reference'> }
   | { type: 'dispose' };
 
-/** A message to the child. */
+/** @internal A message to the child. */
 export type ToChild = (Request & { id: number; stream: boolean }) | { type: 'abort'; id: number } | { type: 'release'; handle: number };
 
-/** A message from the child: a streamed callback's arguments, or a request's outcome. */
+/** @internal A message from the child: a streamed callback's arguments, or a request's outcome. */
 export type FromChild = { type: 'stream'; id: number; args: unknown[] } | { type: 'done'; id: number; value?: unknown; error?: WireError };
 
-/** An error as it crosses the process boundary. */
+/** @internal An error as it crosses the process boundary. */
 export interface WireError {
   name: string;
   message: string;
   code?: string;
 }
 
-/** An error for the wire: its class (argument errors stay TypeError / RangeError), code and message. */
+/** @internal An error for the wire: its class (argument errors stay TypeError / RangeError), code and message. */
 export function toWire(error: unknown): WireError {
   const e = error instanceof Error ? error : new Error(String(error));
   const code = (e as { code?: unknown }).code;
