@@ -112,12 +112,12 @@ export class IsolatedChainOfSpot {
   #failure: ChainOfSpotError | undefined;
   #disposal: Promise<void> | undefined;
 
-  private constructor(child: ChildProcess, rpcServers: string[], options: RpcChainOfSpotOptions) {
+  private constructor(child: ChildProcess, rpcServers: string[], defaults: ChainOfSpotPromptOptions, reference: boolean, maxPixels: number) {
     this.#child = child;
     this.#rpcServers = Object.freeze(rpcServers);
-    this.#defaults = promptDefaults(options);
-    this.#reference = booleanOption(options.reference, 'reference', false);
-    this.#maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
+    this.#defaults = defaults;
+    this.#reference = reference;
+    this.#maxPixels = maxPixels;
     const debug = !['', '0', undefined].includes(process.env.CHAIN_OF_SPOT_DEBUG);
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       this.#stderr = (this.#stderr + chunk).slice(-STDERR_TAIL);
@@ -143,7 +143,9 @@ export class IsolatedChainOfSpot {
     const rpcServers = rpcServersOption(options.rpcServers) as string[];
     const onProgress = functionOption<(progress: number) => void>(options.onProgress, 'onProgress');
     const signal = signalOption(options.signal);
-    if (options.maxPixels !== Infinity) integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+    const maxPixels = options.maxPixels === Infinity ? Infinity : integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+    const defaults = promptDefaults(options);
+    const reference = booleanOption(options.reference, 'reference', false);
     if (signal?.aborted) throw abortedError(signal.reason);
     const stack = callerStack();
     const { onProgress: _progress, signal: _signal, ...plain } = options;
@@ -153,7 +155,7 @@ export class IsolatedChainOfSpot {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       env: { ...process.env, CHAIN_OF_SPOT_BINARY: backend().path, GGML_NO_BACKTRACE: '1' },
     });
-    const instance = new IsolatedChainOfSpot(child, rpcServers, options);
+    const instance = new IsolatedChainOfSpot(child, rpcServers, defaults, reference, maxPixels);
     // Loading stops by ending the child: it may be inside llama.cpp's connect.
     const onAbort = (): void => {
       child.kill('SIGKILL');

@@ -17,6 +17,7 @@ import sharp from 'sharp';
 import { CPU_LEVELS, supportedCpuLevels } from '../../lib/native/loader';
 import { tinyLlavaFast } from '../support/models';
 import { REPO_ROOT } from '../support/paths';
+import { startRpcServer, stopRpcServer } from '../support/remote';
 
 const TARGET = `${process.platform}-${process.arch}`;
 
@@ -63,7 +64,7 @@ describe('the npm package', function () {
   after(async () => rm(work, { recursive: true, force: true }));
 
   it('holds the library, the CLI, llama.cpp pinned, and a prebuild per CPU level; no tests or local builds', () => {
-    for (const expected of ['dist/lib/index.js', 'dist/lib/cli/main.js', 'dist/lib/image/pixel-worker.js', 'deps/llama.cpp/VENDORED.json', 'deps/llama.cpp.json', 'CMakeLists.txt', 'scripts/install.mjs']) {
+    for (const expected of ['dist/lib/index.js', 'dist/lib/cli/main.js', 'dist/lib/image/pixel-worker.js', 'dist/lib/procedure/isolated-child.js', 'deps/llama.cpp/VENDORED.json', 'deps/llama.cpp.json', 'CMakeLists.txt', 'scripts/install.mjs']) {
       assert.ok(files.includes(expected), `the tarball lacks ${expected}`);
     }
     for (const level of CPU_LEVELS) assert.ok(files.includes(`prebuilds/${TARGET}/chain_of_spot.${level}.node`), `the tarball lacks the ${level} prebuild`);
@@ -122,6 +123,27 @@ describe('the npm package', function () {
         const answer = JSON.parse(result.stdout.trim().split('\n').pop()!) as { path: string; tokens: number };
         assert.equal(answer.path, binary);
         assert.ok(answer.tokens > 0, `the ${level} binary generated nothing`);
+      }
+    });
+
+    it('starts an rpc-server with npx, whose CPU a ChainOfSpot with rpcServers uses', async () => {
+      const pair = await tinyLlavaFast();
+      const server = await startRpcServer(['npx', 'chain-of-spot'], [], { cwd: app, env });
+      try {
+        const script = `
+          const { ChainOfSpot } = require('chain-of-spot');
+          ChainOfSpot.load({ model: process.argv[1], mmproj: process.argv[2], threads: 1, rpcServers: [process.argv[3]] })
+            .then(async (cos) => {
+              const { turns } = await cos.ask({ data: Buffer.alloc(48 * 48 * 3, 200), width: 48, height: 48, channels: 3 }, 'Why?', { maxTokens: 2 });
+              await cos.dispose();
+              console.log(turns[1].generatedTokens);
+            }, (e) => { console.error(e); process.exit(1); });`;
+        // The model process's log (CHAIN_OF_SPOT_DEBUG) says where the weights went.
+        const result = run('node', ['-e', script, pair.model, pair.mmproj, server.endpoint], { cwd: app, env: { ...env, CHAIN_OF_SPOT_DEBUG: '1' } });
+        assert.ok(Number(result.stdout.trim()) > 0, result.stdout);
+        assert.ok(result.stderr.includes(`[${server.endpoint}] model buffer size`), result.stderr);
+      } finally {
+        await stopRpcServer(server);
       }
     });
 

@@ -6,9 +6,9 @@
  * process running.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
@@ -17,7 +17,7 @@ import type { IsolatedChainOfSpot, RpcChainOfSpotOptions } from '../../lib/proce
 import { assertExited, resultOf, runScript } from '../support/child';
 import { tinyLlava } from '../support/models';
 import { FIXTURE_IMAGES } from '../support/paths';
-import { closedPort, rejectsWithCode } from '../support/remote';
+import { closedPort, rejectsWithCode, startRpcServer as startServer, stopRpcServer, type RpcServer } from '../support/remote';
 
 const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
 const CAT = path.join(FIXTURE_IMAGES, 'chelsea.png');
@@ -30,25 +30,6 @@ const QUESTION = 'What color is the cat?';
  */
 const RPC_TOLERANCE = 1e-5;
 
-
-/** Whether something accepts TCP connections on the port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-interface RpcServer {
-  endpoint: string;
-  child: ChildProcess;
-  output(): string;
-}
-
 /** Every server and instance the tests started: a failed test leaves none running (see {@link endStarted}). */
 const started = { servers: [] as RpcServer[], instances: [] as IsolatedChainOfSpot[] };
 
@@ -58,7 +39,7 @@ function endStarted(): void {
     await Promise.all(started.instances.splice(0).map((cos) => cos.dispose()));
   });
   after(async () => {
-    await Promise.all(started.servers.splice(0).map(stop));
+    await Promise.all(started.servers.splice(0).map(stopRpcServer));
   });
 }
 
@@ -68,31 +49,12 @@ async function load(options: RpcChainOfSpotOptions): Promise<IsolatedChainOfSpot
   return cos;
 }
 
-/** `chain-of-spot rpc-server` on a free port of 127.0.0.1, once it accepts connections. */
+/** `chain-of-spot rpc-server` (this checkout's CLI) on a free port of 127.0.0.1, ended after the describe. */
 async function startRpcServer(extra: string[] = []): Promise<RpcServer> {
-  const port = await closedPort();
-  const child = spawn(process.execPath, [CLI, 'rpc-server', '--port', String(port), '--threads', '1', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const server = { endpoint: `127.0.0.1:${port}`, child, output: () => output };
+  const server = await startServer([process.execPath, CLI], extra);
   started.servers.push(server);
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const deadline = performance.now() + 30_000;
-  while (!(await accepts(port))) {
-    assert.ok(child.exitCode === null && child.signalCode === null, `rpc-server ended: ${output}`);
-    assert.ok(performance.now() < deadline, `rpc-server did not listen within 30 s: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
   return server;
 }
-
-async function stop(server: RpcServer): Promise<void> {
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = once(server.child, 'exit');
-  server.child.kill('SIGKILL');
-  await exited;
-}
-
 
 /** What must not depend on where the layers ran. */
 function essence(result: AskResult): unknown {
@@ -202,6 +164,14 @@ describe('rpcServers: the layers on two rpc-servers on 127.0.0.1', function () {
     });
   });
 
+  it('an AbortSignal stops the load with ERR_ABORTED', async () => {
+    const controller = new AbortController();
+    const loading = ChainOfSpot.load({ ...files, rpcServers: [servers[0]!.endpoint], signal: controller.signal });
+    controller.abort();
+    await rejectsWithCode(loading, 'ERR_ABORTED');
+    await load({ ...files, threads: 1, rpcServers: [servers[0]!.endpoint] });
+  });
+
   it('a server that is down at load: ERR_REMOTE at once, naming it', async () => {
     const down = `127.0.0.1:${await closedPort()}`;
     const start = performance.now();
@@ -214,7 +184,7 @@ describe('rpcServers: the layers on two rpc-servers on 127.0.0.1', function () {
     const cos = await load({ ...files, threads: 1, rpcServers: [servers[0]!.endpoint, doomed.endpoint] });
     let killed: Promise<void> | undefined;
     const error = await rejectsWithCode(
-      cos.ask(CAT, QUESTION, { onText: () => void (killed ??= stop(doomed)) }),
+      cos.ask(CAT, QUESTION, { onText: () => void (killed ??= stopRpcServer(doomed)) }),
       'ERR_REMOTE',
       /the process that ran the model on the RPC servers .* ended \(SIGABRT\): Remote RPC server crashed.*: dispose this instance, check the servers/,
     );
