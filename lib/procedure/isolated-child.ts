@@ -32,7 +32,7 @@ async function handle(message: Extract<ToChild, { stream: boolean }>, signal: Ab
   const stream = message.stream ? (...args: unknown[]): void => send({ type: 'stream', id: message.id, args }) : undefined;
   switch (message.type) {
     case 'load':
-      cos = await ChainOfSpot.loadHere({ ...message.options, onProgress: stream });
+      cos = await ChainOfSpot.loadHere({ ...message.options, onProgress: stream, signal });
       return undefined;
     case 'ask':
       return loaded().ask(image(message.image), message.question, { ...message.options, onText: stream, signal });
