@@ -193,7 +193,7 @@ export class IsolatedChainOfSpot {
     }
   }
 
-  /** As {@link ChainOfSpot.ask}, in the child. Calls queue: one question runs at a time. */
+  /** As {@link ChainOfSpot.ask}, in the child: questions queue, or run together with `parallel`, as locally. */
   ask(image: ImageInput | OpenedImage, question: string, options?: AskOptions): Promise<AskResult> {
     return this.#question('ask', image, question, options) as Promise<AskResult>;
   }
