@@ -45,6 +45,7 @@ ask options:
 eval options:
       --baseline         answer in one plain LLaVA-1.5 turn (no region, no zoom), to compare with
       --limit N          only the first N questions
+      --parallel N       answer N questions at once, decoded together (see "Serving")  (default 1)
       --out PRED.jsonl   write one prediction per line, as each is answered
       --resume           keep the predictions already in --out and answer only the rest
       --reference        reproduce the authors' code where this package deliberately differs:
@@ -107,6 +108,7 @@ const ASK_OPTIONS = {
 const EVAL_OPTIONS = {
   ...MODEL_OPTIONS,
   baseline: { type: 'boolean' },
+  parallel: { type: 'string' },
   limit: { type: 'string' },
   out: { type: 'string' },
   resume: { type: 'boolean' },
@@ -148,7 +150,7 @@ export type Command =
   | { command: 'help' }
   | { command: 'version' }
   | { command: 'ask'; image: string; question: string; model: ModelArgs; json: boolean; stream: boolean; annotate?: string; saveRoi?: string }
-  | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; out?: string; resume: boolean; reference?: true }
+  | { command: 'eval'; data: string; model: ModelArgs; baseline: boolean; limit?: number; parallel?: number; out?: string; resume: boolean; reference?: true }
   | { command: 'demo'; out: string }
   | { command: 'scenes'; count: number; seed: number; out: string; backgrounds?: string }
   | { command: 'rpc-server'; host: string; port: number; threads: number | undefined };
@@ -200,6 +202,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
       if (values.baseline && values['no-grammar']) throw usageError('eval: --no-grammar applies to the region turn, which --baseline does not have');
       const parsed: Command = { command: 'eval', data: positionals[0]!, model: modelArgs(values, command), baseline: values.baseline === true, resume: values.resume === true };
       if (values.limit !== undefined) parsed.limit = integerArg(values.limit, '--limit', 1);
+      if (values.parallel !== undefined) parsed.parallel = integerArg(values.parallel, '--parallel', 1, 'a whole number from 1 to 128', 128);
       if (typeof values.out === 'string') parsed.out = values.out;
       if (values.reference === true) parsed.reference = true;
       return parsed;

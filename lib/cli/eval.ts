@@ -20,7 +20,7 @@ export async function evaluate(command: Extract<Command, { command: 'eval' }>, s
   if (plan.todo.length === 0) {
     summary = summarize(plan.done);
   } else {
-    const cos = await loadModel(command.model, signal);
+    const cos = await loadModel({ ...command.model, parallel: command.parallel }, signal);
     try {
       const answer: Answerer = async (item, itemSignal) => {
         const options = { maxTokens: command.model.maxTokens, signal: itemSignal, reference: command.reference === true };
@@ -38,6 +38,7 @@ export async function evaluate(command: Extract<Command, { command: 'eval' }>, s
       let answered = 0;
       const outcome = await runEval(plan, answer, {
         signal,
+        concurrency: command.parallel,
         onPrediction: (prediction, item) => {
           if (prediction.error) progress.log(`question ${item.id ?? item.index} (${item.image}): ${prediction.error.message} (${prediction.error.code})`);
           progress.update(++answered);

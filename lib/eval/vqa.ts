@@ -354,6 +354,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called after each item, with its prediction (already written). */
   onPrediction?: (prediction: Prediction, item: EvalItem) => void;
+  /**
+   * Items answered at once (default 1), for an answerer that runs questions together
+   * (`ChainOfSpot.load({ parallel })`). Predictions are written as they finish, so not always in
+   * the data's order; resume finds them by id or index all the same.
+   */
+  concurrency?: number;
 }
 
 /** What {@link runEval} did. */
@@ -367,10 +373,10 @@ export interface EvalRun {
 }
 
 /**
- * Answers the plan's items one by one, appending each prediction to the plan's file as one line as
- * soon as it is known (a whole line per write, so a crash or Ctrl-C loses no finished item). An
- * item whose image cannot be read or whose question does not fit the context is recorded as failed
- * (score 0) and the run goes on; any other failure stops it.
+ * Answers the plan's items one by one (or `concurrency` at a time), appending each prediction to
+ * the plan's file as one line as soon as it is known (a whole line per write, so a crash or Ctrl-C
+ * loses no finished item). An item whose image cannot be read or whose question does not fit the
+ * context is recorded as failed (score 0) and the run goes on; any other failure stops it.
  */
 export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOptions = {}): Promise<EvalRun> {
   const signal = options.signal ?? new AbortController().signal;
@@ -384,15 +390,21 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
     }
   }
   let answered = 0;
-  try {
-    for (const item of plan.todo) {
-      if (signal.aborted) break;
+  let next = 0;
+  let fatal: { error: unknown } | undefined;
+  // Each lane takes the next item until none is left, the run is stopped or another lane failed.
+  const lane = async (): Promise<void> => {
+    while (next < plan.todo.length && !signal.aborted && fatal === undefined) {
+      const item = plan.todo[next++]!;
       let prediction: Prediction;
       try {
         prediction = predictionOf(item, plan.mode, await answer(item, signal));
       } catch (error) {
-        if (signal.aborted && error instanceof ChainOfSpotError && error.code === 'ERR_ABORTED') break;
-        if (!(error instanceof ChainOfSpotError && ITEM_ERRORS.has(error.code))) throw error;
+        if (signal.aborted && error instanceof ChainOfSpotError && error.code === 'ERR_ABORTED') return;
+        if (!(error instanceof ChainOfSpotError && ITEM_ERRORS.has(error.code))) {
+          fatal ??= { error };
+          return;
+        }
         prediction = failedPrediction(item, plan.mode, error);
       }
       if (fd !== undefined) writeSync(fd, `${JSON.stringify(prediction)}\n`);
@@ -400,9 +412,13 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
       answered++;
       options.onPrediction?.(prediction, item);
     }
+  };
+  try {
+    await Promise.all(Array.from({ length: options.concurrency ?? 1 }, lane));
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+  if (fatal !== undefined) throw fatal.error;
   return { predictions, answered, interrupted: answered < plan.todo.length };
 }
 

@@ -253,10 +253,19 @@ describe('command line', function () {
         const again = path.join(dir, 'again');
         assert.equal((await cli(['scenes', '--count', '3', '--seed', '3', '--out', again])).code, 0);
         assert.equal(await readFile(path.join(again, 'questions.jsonl'), 'utf8'), await readFile(path.join(dir, 'questions.jsonl'), 'utf8'), 'the same seed, the same questions');
-        const evaluated = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4']);
+        const alone = path.join(dir, 'alone.jsonl');
+        const evaluated = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4', '--out', alone]);
         assert.equal(evaluated.code, 0, evaluated.stderr);
         assert.match(evaluated.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
         assert.match(evaluated.stdout, /^Region: {7}\d+\.\d\d % with IoU >= 0\.5 against the true box \(mean IoU \d\.\d{3}, 3 questions\)$/m);
+        // --parallel: the three questions decoded together give the same predictions.
+        const together = path.join(dir, 'together.jsonl');
+        const parallel = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4', '--parallel', '3', '--out', together]);
+        assert.equal(parallel.code, 0, parallel.stderr);
+        const predictions = async (file: string): Promise<unknown[]> =>
+          (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { index: number; answer: string; region: unknown; iou: number })
+            .sort((a, b) => a.index - b.index).map(({ index, answer, region, iou }) => ({ index, answer, region, iou }));
+        assert.deepEqual(await predictions(together), await predictions(alone));
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -391,6 +400,8 @@ describe('command line parsing', () => {
       out: 'o.jsonl',
       resume: true,
     });
+    assert.equal((parseCommandLine(['eval', 'd.jsonl', '--demo-model', '--parallel', '4']) as { parallel?: number }).parallel, 4);
+    assert.throws(() => parseCommandLine(['eval', 'd.jsonl', '--demo-model', '--parallel', '0']), /--parallel must be a whole number from 1 to 128/);
     assert.deepEqual(parseCommandLine(['demo']), { command: 'demo', out: '.' });
     assert.deepEqual(parseCommandLine(['demo', '--out', 'pics']), { command: 'demo', out: 'pics' });
   });

@@ -197,6 +197,35 @@ describe('evaluation runner', () => {
     assert.throws(() => parseEvalData('{"image": "a.png", "question": "q", "box": [0, 0, 1]}', dir, 'bad.jsonl'), /"box" must be \[left, top, right, bottom\]/);
   });
 
+  it('answers `concurrency` items at once, writes each as it finishes, and stops on a failure that is not the item\'s', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const slow: Answerer = async (item) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5 * (4 - item.index)));
+      inFlight--;
+      return { answer: 'Two', region: null, timings: { totalMs: 1 } };
+    };
+    const run = await runEval(await planEval({ items, mode: 'baseline', out }), slow, { concurrency: 3 });
+    assert.equal(most, 3);
+    assert.equal(run.answered, 4);
+    const written = (await readLines()).map((line) => (JSON.parse(line) as Prediction).index);
+    assert.deepEqual([...written].sort(), [0, 1, 2, 3]);
+    assert.notDeepEqual(written, [0, 1, 2, 3], 'written as they finish');
+
+    const broken = new Error('the model is gone');
+    const asked: number[] = [];
+    const failing: Answerer = async (item) => {
+      asked.push(item.index);
+      if (item.index === 1) throw broken;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return { answer: 'Two', region: null, timings: { totalMs: 1 } };
+    };
+    await assert.rejects(runEval(await planEval({ items, mode: 'baseline' }), failing, { concurrency: 2 }), (error) => error === broken);
+    assert.deepEqual(asked, [0, 1], 'nothing more is started after the failure');
+  });
+
   it('--limit answers only the first items', async () => {
     const asked: number[] = [];
     const plan = await planEval({ items, mode: 'chain-of-spot', out, limit: 2 });
