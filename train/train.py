@@ -174,18 +174,6 @@ def turn_two_sequence(tok, n):
     return ids, [0] * (len(t2) - 1) + [1] * len(ans) + [1], None
 
 
-PIECES = None
-
-
-def colour_hint_sequence(tok, n, colour):
-    """A curriculum helper, not an SDK prompt: BOS, the image, the asked colour's word, then the box.
-    Finding the tag from one word right before the box is a one-step lookup, which the text model
-    learns long before the two-step one of the real prompt (question -> colour -> patch)."""
-    word = PIECES.index("\u2581" + colour)
-    ids = [1] + [-1] * n + [word] + tok["box"] + [EOS]
-    return ids, [0] * (n + 1) + [1] * len(tok["box"]) + [1], lookup_of(ids, n + 2, len(tok["box"]))
-
-
 def base_sequence(tok, n):
     b, ans = expand(tok["base"], n), tok["ans"]
     ids = b + ans + [EOS]
@@ -264,10 +252,9 @@ def lm_loss(model, probes, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens,
     return F.cross_entropy(logits, t), logits, t, rows, aux, hit
 
 
-def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0, n_hint=0):
+def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0):
     """Up to three groups, each padded to its own length: n_cos two-turn conversations (with a
-    region); n_base baselines, n_t1 turn-one-only prefixes and n_hint colour-hint rows (about half
-    as long); n_t2 turn-two-only rows. Each group: (ids, targets, whole-view features, region
+    region); n_base baselines and n_t1 turn-one-only prefixes (about half as long); n_t2 turn-two-only rows. Each group: (ids, targets, whole-view features, region
     features or None, lookups, the asked tag's image token per row)."""
     nq = len(ds["ids"])
     groups = []
@@ -278,8 +265,6 @@ def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=
 
     def seq_of(kind, q):
         tok = tokens[str(ds["ids"][q])]
-        if kind == "hint":
-            return colour_hint_sequence(tok, n, str(ds["colours"][q]))
         return {"cos": cos_sequence, "base": base_sequence, "t1": turn_one_sequence, "t2": turn_two_sequence}[kind](tok, n)
 
     def region_of(q):
@@ -288,7 +273,7 @@ def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=
     qs = [int(q) for q in rng.integers(0, nq, n_cos)]
     if qs:
         group([seq_of("cos", q) for q in qs], qs, feats_orig[ds["image_of"][qs]], torch.stack([region_of(q) for q in qs]))
-    short = [(kind, int(q)) for kind, count in (("base", n_base), ("t1", n_t1), ("hint", n_hint)) for q in rng.integers(0, nq, count)]
+    short = [(kind, int(q)) for kind, count in (("base", n_base), ("t1", n_t1)) for q in rng.integers(0, nq, count)]
     if short:
         qs = [q for _, q in short]
         group([seq_of(kind, q) for kind, q in short], qs, feats_orig[ds["image_of"][qs]], None)
@@ -325,7 +310,7 @@ def stage_b(model, ds, tokens, args, rng):
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, 40)
-        groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch, args.hint_batch)
+        groups = sample_batch(rng, tokens, ds, feats_orig, feats_roi, args.cos_batch, args.base_batch, n, args.t1_batch, args.t2_batch)
         parts = [lm_loss(model, probes, *g) for g in groups]
         total = sum(len(p[2]) for p in parts)
         loss = sum(p[0] * len(p[2]) for p in parts) / total
@@ -357,11 +342,10 @@ def stage_b(model, ds, tokens, args, rng):
                 # box tokens of all rows with one: every trained target but the answer and the final </s>
                 box_ok = [bool(ok[(rows == i).nonzero().flatten()[:-3 if i < args.cos_batch else -1]].all())
                           for i in range(args.cos_batch + args.base_batch + args.t1_batch) if i < args.cos_batch or i >= args.cos_batch + args.base_batch]
-                first_t2 = args.cos_batch + args.base_batch + args.t1_batch + args.hint_batch
+                first_t2 = args.cos_batch + args.base_batch + args.t1_batch
                 t2_acc = float(np.mean(ans_ok[first_t2:])) if args.t2_batch else float("nan")
-                hint_ok = [bool(ok[(rows == i).nonzero().flatten()[:-1]].all()) for i in range(first_t2 - args.hint_batch, first_t2)]
             log(f"{name} {step}/{steps} loss {loss.item():.4f} lookup hit {np.mean(hits):.2f} token acc {acc:.3f} answer acc cos {cos_acc:.2f} base {base_acc:.2f} "
-                f"whole box right {np.mean(box_ok):.2f} (colour-hint rows {np.mean(hint_ok) if hint_ok else float('nan'):.2f}) turn-two-only answer {t2_acc:.2f} "
+                f"whole box right {np.mean(box_ok):.2f} turn-two-only answer {t2_acc:.2f} "
                 f"{(time.time() - t0) / 10:.2f}s/step")
             t0 = time.time()
         if time.time() - last_save > args.save_every or step == steps:
@@ -386,7 +370,6 @@ def main():
     ap.add_argument("--base-batch", type=int, default=4)
     ap.add_argument("--t1-batch", type=int, default=0, help="extra turn-one-only rows per batch")
     ap.add_argument("--t2-batch", type=int, default=0, help="extra turn-two-only rows per batch")
-    ap.add_argument("--hint-batch", type=int, default=0, help="extra colour-hint rows per batch (curriculum helper)")
     ap.add_argument("--lr-b", type=float, default=1.5e-3)
     ap.add_argument("--lookup-weight", type=float, default=1.0, help="weight of the lookup supervision (see lookup_loss)")
     ap.add_argument("--save-every", type=float, default=180)
@@ -409,12 +392,10 @@ def main():
     log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
     data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
     questions = data.load_questions(os.path.join(args.scenes, "questions.jsonl"))
-    ds["colours"] = np.array([q["tag"]["colour"] for q in questions])
     ds["box100"] = [[round(v * 100) for v in q["box"]] for q in questions]
     ds["tag_token"] = [data.image_token_of(q["tag"]["centre"], cfg.image_size // cfg.patch_size) for q in questions]
-    global PIECES
-    PIECES = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
-    COLOUR_WORDS.update(PIECES.index("\u2581" + c) for c in data.COLOURS)
+    pieces = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
+    COLOUR_WORDS.update(pieces.index("\u2581" + c) for c in data.COLOURS)
     tokens = data.load_tokens(args.tokens)
     stage_a(model, heads, ds, args, rng)
     model.vision.requires_grad_(False)
