@@ -232,9 +232,18 @@ describe('command line', function () {
         const imageSize = (await readGgufHeader(mmproj)).kv.get('clip.vision.image_size')!.value;
         assert.deepEqual([crop.width, crop.height], [imageSize, imageSize], 'zoomed to the demo projector\'s size');
         assert.match(outcome.stdout, /^Question: What number is on the \w+ (circle|square|triangle)\?$/m);
-        assert.match(outcome.stdout, /^Answer: {2}\S/m);
-        assert.match(outcome.stdout, /^Truth: {3}\d \(the tag's region overlaps the model's by IoU \d\.\d\d\)$/m);
-        assert.match(outcome.stdout, /^Without the zoom \(one plain LLaVA turn, same model\): /m);
+        // The trained model means its box: it lands on the asked tag, the crop shows the digit, and
+        // turn two reads it where one plain turn over the whole image cannot.
+        const answer = /^Answer: {2}(\d)$/m.exec(outcome.stdout)?.[1];
+        const truth = /^Truth: {3}(\d) \(the tag's region overlaps the model's by IoU (\d\.\d\d)\)$/m.exec(outcome.stdout);
+        const plain = /^Without the zoom \(one plain LLaVA turn, same model\): (\S+)$/m.exec(outcome.stdout)?.[1];
+        assert.ok(truth && answer !== undefined && plain !== undefined, outcome.stdout);
+        assert.ok(Number(truth[2]) >= 0.5, `turn one's box overlaps the tag by IoU ${truth[2]}`);
+        assert.equal(answer, truth[1], 'turn two reads the digit in the zoomed region');
+        assert.notEqual(plain, truth[1], 'the whole view alone does not show it');
+        const { data, info } = await sharp(path.join(out, 'chain-of-spot-demo-roi.png')).raw().toBuffer({ resolveWithObject: true });
+        const dark = countDarkPixels(data, info.channels);
+        assert.ok(dark > 0.01 * info.width * info.height, `the zoomed tag shows its digit in ink (${dark} dark pixels)`);
         assert.match(outcome.stdout, /Getting weights/);
       } finally {
         await rm(dir, { recursive: true, force: true });
@@ -471,3 +480,12 @@ describe('progress display', () => {
     assert.deepEqual(tty.slice(-2), ['\r\x1b[K', 'load… done in 1.0 s\n']);
   });
 });
+
+/** Pixels darker than 80 in every channel: the digit's ink on a light tag, or the like. */
+function countDarkPixels(data: Buffer, channels: number): number {
+  let dark = 0;
+  for (let i = 0; i < data.length; i += channels) {
+    if (data[i]! < 80 && data[i + 1]! < 80 && data[i + 2]! < 80) dark++;
+  }
+  return dark;
+}
