@@ -1030,7 +1030,9 @@ Napi::Value Session::Create(const Napi::CallbackInfo & info) {
   const int32_t threads = OptionOr<int32_t>(options, "threads", GGML_DEFAULT_N_THREADS);
   params.n_threads = std::max(1, threads);
   params.n_threads_batch = params.n_threads;
-  params.kv_unified = true;  // sequences share one cache: copying a prefix costs nothing
+  // One cache for all sequences: copying a prefix costs nothing, but every decode attends over the
+  // cells of all of them. Without it, each sequence has contextSize / sequences cells of its own.
+  params.kv_unified = OptionOr<bool>(options, "unifiedCache", true);
   params.no_perf = true;
 
   BeginCreate(env);

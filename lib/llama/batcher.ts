@@ -5,7 +5,7 @@
  * generation with the tokens the grammar forces after it) into ONE llama.cpp batch
  * (Session.step). Work that arrives while a step runs joins the next one. Images are not batched:
  * their encoding is compute-bound either way, and they go through the session's queue between
- * steps, like the other operations on a sequence (truncate, copy).
+ * steps, like the other operations on a sequence (truncate).
  * @internal
  */
 import { abortedError } from '../common/errors';
@@ -175,10 +175,5 @@ export class BatchedSequence {
 
   truncate(position: number): Promise<void> {
     return this.session.truncate(position, this.index);
-  }
-
-  /** This sequence becomes a copy of `source` (the cache is shared, not copied). */
-  copyFrom(source: number): Promise<void> {
-    return this.session.copySequence(source, this.index);
   }
 }

@@ -27,8 +27,15 @@ export interface SessionOptions {
   batchSize?: number;
   /** CPU threads (default: the number of physical CPU cores). */
   threads?: number;
-  /** Independent sequences sharing the cache (default 1). */
+  /** Independent sequences (default 1). */
   sequences?: number;
+  /**
+   * Whether the sequences share one cache (default true): copying a prefix from one to another
+   * ({@link Session.copySequence}) then costs nothing, but every evaluation attends over the cells
+   * of all of them. With false, each sequence has `contextSize / sequences` cells of its own, and
+   * its evaluations cost what they would alone (as llama-server's slots).
+   */
+  unifiedCache?: boolean;
 }
 
 /** Options shared by the session's operations. */
@@ -141,6 +148,7 @@ export class Session extends NativeResource<NativeSession> {
       batchSize: integerOption(opts.batchSize, 'batchSize', 1, MAX_CONTEXT, 512),
       threads: integerOption(opts.threads, 'threads', 1, 1024, defaultThreads()),
       sequences: integerOption(opts.sequences, 'sequences', 1, 256, 1),
+      unifiedCache: booleanOption(opts.unifiedCache, 'unifiedCache', true),
     };
     const session = new Session(new (binding().Session)(), model, nativeOptions.sequences);
     await session.create(() => session.native.create(model.native, nativeOptions));

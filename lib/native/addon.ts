@@ -86,7 +86,7 @@ export type NativeStepResult =
   | { position: number; error: Error };
 
 export interface NativeSession {
-  create(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number; sequences: number }): Promise<void>;
+  create(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number; sequences: number; unifiedCache: boolean }): Promise<void>;
   info(): { contextSize: number; batchSize: number; sequences: number };
   evaluate(tokens: Int32Array, sequence: number): Promise<NativeEvaluateResult>;
   evaluateImage(projector: NativeProjector, rgb: Uint8Array, width: number, height: number, sequence: number): Promise<NativeImageResult>;

@@ -35,7 +35,7 @@ import {
   type Prompt,
 } from './prompt';
 import type { GenerateOptions, GenerateResult, Session } from '../llama/session';
-import { Batcher, type BatchedSequence } from '../llama/batcher';
+import { Batcher } from '../llama/batcher';
 import { SlotPool } from './slot-pool';
 import { RemoteChainOfSpot, type ConnectOptions } from './remote';
 import { IsolatedChainOfSpot, type RpcChainOfSpotOptions } from './isolated';
@@ -76,9 +76,10 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
    * Questions answered at once (default 1), each on its own sequence of one shared context: every
    * decode step puts all of their next tokens (prompt chunks, and one token per generating
    * question with the ones the grammar forces) into one llama.cpp batch, as llama-server's
-   * continuous batching does. Further questions wait for a free sequence. The image prefixes of the
-   * last `parallel` images stay cached (least recently used evicted). The default context grows to
-   * match: `parallel` questions plus `parallel` cached prefixes.
+   * continuous batching does. Further questions wait for a free sequence. Each sequence keeps the
+   * prefix of the last image it answered about, and a question goes to the free sequence that holds
+   * its image's prefix, else to the least recently used one. Each sequence has its own part of the
+   * cache (the default context grows to `parallel` times one question's).
    */
   parallel?: number;
   /** See {@link RpcChainOfSpotOptions.rpcServers}: with them, load returns an {@link IsolatedChainOfSpot}. */
@@ -216,25 +217,36 @@ interface PreparedImage {
 }
 
 /** Where a question's tokens go: a whole session (sequence 0), or one sequence under a Batcher. */
-type QuestionTarget = PromptTarget & { generate(options: Omit<GenerateOptions, 'sequence'>): Promise<GenerateResult> };
+type QuestionTarget = PromptTarget & {
+  generate(options: Omit<GenerateOptions, 'sequence'>): Promise<GenerateResult>;
+  position(): number;
+  truncate(position: number): Promise<void>;
+};
 
-/** One question's conversation: where it runs, and how it starts (reusing a cached image prefix). */
-interface Conversation {
+/** A sequence questions run on, one at a time, and the image prefix its cache holds. */
+interface Lane {
   readonly target: QuestionTarget;
-  open(prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }>;
+  prefix: { key: string; position: number } | undefined;
 }
 
-/** Parallel decoding: the batcher, the question sequences, and the cached image prefixes. */
+/** How a question starts its conversation: on a lane (reusing its image prefix when it is this image's). */
+interface Conversation {
+  open(prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean; target: QuestionTarget }>;
+}
+
+/** Parallel decoding: the batcher and the free lanes. */
 interface Parallel {
   readonly batcher: Batcher;
   readonly slots: SlotPool;
-  /** Prefix key -> the sequence holding it, least recently used first (a Map keeps insertion order). */
-  readonly prefixes: Map<string, number>;
-  /** The sequences that hold cached prefixes. */
-  readonly prefixSequences: number[];
 }
 
 const preparedImages = new WeakMap<OpenedImage, PreparedImage>();
+
+/** What names an image prefix in the cache: the image as the model sees it, and the prompt up to it. */
+function prefixKey(prepared: ImageView, prompt: Prompt): string {
+  const prefixParts = prompt.slice(0, prompt.findIndex((part) => part.type === 'image') + 1);
+  return `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
+}
 
 /** Tokens for prompts and question beyond the images and answers, in the default context size. */
 const PROMPT_ROOM = 512;
@@ -247,15 +259,19 @@ export class ChainOfSpot {
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #maxPixels: number | undefined;
   readonly #reference: boolean;
-  /** The image prefix in the cache: whose it is and where it ends (one question at a time). */
-  #prefix: { key: string; position: number } | undefined;
+  /** The session itself (one question at a time), or one lane per sequence (parallel). */
+  readonly #lanes: Lane[];
   readonly #parallel: Parallel | undefined;
 
   private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number | undefined, reference: boolean, parallel: number) {
     this.#model = model;
     if (parallel > 1) {
-      const sequences = Array.from({ length: 2 * parallel }, (_, i) => i);
-      this.#parallel = { batcher: new Batcher(session), slots: new SlotPool(sequences.slice(0, parallel)), prefixes: new Map(), prefixSequences: sequences.slice(parallel) };
+      const batcher = new Batcher(session);
+      const sequences = Array.from({ length: parallel }, (_, i) => i);
+      this.#lanes = sequences.map((i) => ({ target: batcher.sequence(i), prefix: undefined }));
+      this.#parallel = { batcher, slots: new SlotPool(sequences) };
+    } else {
+      this.#lanes = [{ target: session, prefix: undefined }];
     }
     this.#reference = reference;
     this.#projector = projector;
@@ -296,11 +312,10 @@ export class ChainOfSpot {
       try {
         const projector = await model.loadProjector(mmprojPath, { gpu: booleanOption(options.projectorGpu, 'projectorGpu', true), threads, signal });
         const { tokensPerImage } = projector.info;
-        const perQuestion = 2 * tokensPerImage + 2 * 128 + PROMPT_ROOM;
-        // In parallel, the questions and the cached prefixes (an image and the system prompt) share the cache.
-        const needed = parallel === 1 ? perQuestion : parallel * (perQuestion + tokensPerImage + 128);
-        const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, Math.ceil(needed / 256) * 256);
-        const session = await model.createSession({ contextSize, threads, sequences: parallel === 1 ? 1 : 2 * parallel });
+        const perQuestion = Math.ceil((2 * tokensPerImage + 2 * 128 + PROMPT_ROOM) / 256) * 256;
+        const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, parallel * perQuestion);
+        // In parallel, each sequence has its part of the cache: a decode attends over its own cells only.
+        const session = await model.createSession({ contextSize, threads, sequences: parallel, unifiedCache: parallel === 1 });
         return new ChainOfSpot(model, projector, session, promptDefaults(options), options.maxPixels, reference, parallel);
       } catch (error) {
         await model.dispose();
@@ -382,8 +397,8 @@ export class ChainOfSpot {
       const start = performance.now();
       const { prepared, preprocessMs } = await this.#prepareTimed(image, config.reference);
       const prompt = baselinePrompt(question);
-      const { evaluation, prefixReused } = await conversation.open(prepared, prompt, config.signal);
-      const turn = await this.#generateTurn(conversation.target, prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
+      const { evaluation, prefixReused, target } = await conversation.open(prepared, prompt, config.signal);
+      const turn = await this.#generateTurn(target, prompt, evaluation, { maxTokens: config.maxTokens, signal: config.signal, onText: config.onText1 ?? config.onText2 });
       return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
     });
   }
@@ -412,17 +427,25 @@ export class ChainOfSpot {
   #run<T>(signal: AbortSignal | undefined, work: (conversation: Conversation) => Promise<T>): Promise<T> {
     const parallel = this.#parallel;
     if (!parallel) {
-      return this.#queue.run(() => work({ target: this.#session, open: (prepared, prompt, s) => this.#evaluateFromPrefix(prepared, prompt, s) }), signal);
+      const lane = this.#lanes[0]!;
+      return this.#queue.run(() => work({ open: (prepared, prompt, s) => this.#open(lane, prepared, prompt, s) }), signal);
     }
+    // The lane is taken when the image is ready: the free one that holds its prefix, if any.
+    let taken: number | undefined;
+    const conversation: Conversation = {
+      open: async (prepared, prompt, s) => {
+        const key = prefixKey(prepared, prompt);
+        taken = await parallel.slots.acquire(s, (slot) => this.#lanes[slot]!.prefix?.key === key);
+        return this.#open(this.#lanes[taken]!, prepared, prompt, s);
+      },
+    };
     const stack = callerStack();
     return (async () => {
       this.#queue.assertAlive();
-      const slot = await parallel.slots.acquire(signal);
       try {
-        const sequence = parallel.batcher.sequence(slot);
-        return await work({ target: sequence, open: (prepared, prompt, s) => this.#openInSlot(parallel, sequence, prepared, prompt, s) });
+        return await work(conversation);
       } finally {
-        parallel.slots.release(slot);
+        if (taken !== undefined) parallel.slots.release(taken);
       }
     })().catch((error: unknown) => rethrowWithCallerStack(error, stack));
   }
@@ -434,8 +457,7 @@ export class ChainOfSpot {
 
     // Turn one: the region of interest.
     const { turnOnePrompt, turnTwoPrompt } = config;
-    const { target } = conversation;
-    const { evaluation, prefixReused } = await conversation.open(prepared, turnOnePrompt, config.signal);
+    const { evaluation, prefixReused, target } = await conversation.open(prepared, turnOnePrompt, config.signal);
     const turnOne = await this.#generateTurn(target, turnOnePrompt, evaluation, {
       maxTokens: config.roiMaxTokens,
       grammar: config.grammar ? BOX_GRAMMAR : undefined,
@@ -502,79 +524,32 @@ export class ChainOfSpot {
   }
 
   /**
-   * Evaluates a conversation-opening prompt, reusing the cached image prefix (its parts up to and
-   * including the original image) when it belongs to this image; otherwise starts the cache anew.
+   * Evaluates a conversation-opening prompt on a lane, reusing the image prefix its cache holds
+   * (the prompt's parts up to and including the original image) when it is this image's;
+   * otherwise the lane starts anew.
    */
-  async #evaluateFromPrefix(prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
+  async #open(lane: Lane, prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean; target: QuestionTarget }> {
+    const { target } = lane;
     const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
-    const prefixParts = prompt.slice(0, prefixLength);
-    const key = `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
-    const images = { original: prepared.model };
-    let evaluation: PromptEvaluation;
-    let prefixReused = false;
-    if (this.#prefix?.key === key && this.#session.position() >= this.#prefix.position) {
-      await this.#session.truncate(this.#prefix.position);
-      prefixReused = true;
-      evaluation = await evaluatePrompt(this.#session, this.#projector, prompt.slice(prefixLength), images, { bos: false, signal });
-    } else {
-      this.#prefix = undefined;
-      await this.#session.clear();
-      evaluation = await evaluatePrompt(this.#session, this.#projector, prefixParts, images, { bos: true, signal });
-      this.#prefix = { key, position: this.#session.position() };
-      const rest = await evaluatePrompt(this.#session, this.#projector, prompt.slice(prefixLength), images, { bos: false, signal });
-      evaluation = {
-        tokens: evaluation.tokens + rest.tokens,
-        textMs: evaluation.textMs + rest.textMs,
-        imageEncodeMs: evaluation.imageEncodeMs + rest.imageEncodeMs,
-        imageDecodeMs: evaluation.imageDecodeMs + rest.imageDecodeMs,
-      };
-    }
-    return { evaluation, prefixReused };
-  }
-
-  /**
-   * Parallel mode's #evaluateFromPrefix: the image prefix comes from the cached prefixes when one of
-   * them is this image's (a copy that shares the cells); otherwise it is evaluated in the question's
-   * sequence and copied into the least recently used prefix sequence.
-   */
-  async #openInSlot(parallel: Parallel, sequence: BatchedSequence, prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean }> {
-    const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
-    const prefixParts = prompt.slice(0, prefixLength);
-    const key = `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
+    const key = prefixKey(prepared, prompt);
     const images = { original: prepared.model };
     const rest = prompt.slice(prefixLength);
-    const cached = parallel.prefixes.get(key);
-    if (cached !== undefined) {
-      parallel.prefixes.delete(key);
-      parallel.prefixes.set(key, cached); // now the most recently used
-      // Queued on the session before any later eviction can overwrite that sequence.
-      await sequence.copyFrom(cached);
-      return { evaluation: await evaluatePrompt(sequence, this.#projector, rest, images, { bos: false, signal }), prefixReused: true };
+    if (lane.prefix?.key === key && target.position() >= lane.prefix.position) {
+      await target.truncate(lane.prefix.position);
+      return { evaluation: await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal }), prefixReused: true, target };
     }
-    await sequence.truncate(0);
-    const head = await evaluatePrompt(sequence, this.#projector, prefixParts, images, { bos: true, signal });
-    const { prefixSequences, prefixes } = parallel;
-    if (!prefixes.has(key)) {
-      // (Another question about this image may have stored it meanwhile.)
-      let store = prefixSequences[prefixes.size];
-      if (store === undefined) {
-        const [oldest, sequence] = prefixes.entries().next().value as [string, number];
-        prefixes.delete(oldest);
-        store = sequence;
-      }
-      prefixes.set(key, store);
-      await this.#session.copySequence(sequence.index, store);
-    }
-    const tail = await evaluatePrompt(sequence, this.#projector, rest, images, { bos: false, signal });
-    return {
-      evaluation: {
-        tokens: head.tokens + tail.tokens,
-        textMs: head.textMs + tail.textMs,
-        imageEncodeMs: head.imageEncodeMs + tail.imageEncodeMs,
-        imageDecodeMs: head.imageDecodeMs + tail.imageDecodeMs,
-      },
-      prefixReused: false,
+    lane.prefix = undefined;
+    await target.truncate(0);
+    const head = await evaluatePrompt(target, this.#projector, prompt.slice(0, prefixLength), images, { bos: true, signal });
+    lane.prefix = { key, position: target.position() };
+    const tail = await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal });
+    const evaluation = {
+      tokens: head.tokens + tail.tokens,
+      textMs: head.textMs + tail.textMs,
+      imageEncodeMs: head.imageEncodeMs + tail.imageEncodeMs,
+      imageDecodeMs: head.imageDecodeMs + tail.imageDecodeMs,
     };
+    return { evaluation, prefixReused: false, target };
   }
 
   async #generateTurn(

@@ -1,6 +1,6 @@
 /**
  * The sequences questions run on when a ChainOfSpot decodes in parallel: a question takes a free
- * one, or waits for one in arrival order.
+ * one (one it prefers, else the least recently used), or waits for one in arrival order.
  */
 import { abortedError } from '../common/errors';
 
@@ -18,11 +18,15 @@ export class SlotPool {
     this.#free = [...slots];
   }
 
-  /** A free slot, once there is one. Rejects with ERR_ABORTED when `signal` aborts first. */
-  acquire(signal?: AbortSignal): Promise<number> {
+  /**
+   * A free slot, once there is one: the first free one `prefer` accepts, else the one free the
+   * longest. Rejects with ERR_ABORTED when `signal` aborts first.
+   */
+  acquire(signal?: AbortSignal, prefer?: (slot: number) => boolean): Promise<number> {
     if (this.#closed) return Promise.reject(this.#closed());
     if (signal?.aborted) return Promise.reject(abortedError(signal.reason));
-    const slot = this.#free.shift();
+    const preferred = prefer === undefined ? -1 : this.#free.findIndex(prefer);
+    const [slot] = this.#free.splice(Math.max(0, preferred), 1);
     if (slot !== undefined) return Promise.resolve(slot);
     return new Promise<number>((resolve, reject) => {
       const onAbort = (): void => {
@@ -44,7 +48,7 @@ export class SlotPool {
     });
   }
 
-  /** Gives a slot back: the longest waiting question gets it. */
+  /** Gives a slot back: the longest waiting question gets it, else it is the most recently freed. */
   release(slot: number): void {
     const waiter = this.#waiters.shift();
     if (waiter) waiter.resolve(slot);

@@ -16,6 +16,15 @@ describe('SlotPool (the question sequences of parallel mode)', () => {
     assert.deepEqual(order, ['second:1', 'third:0']);
   });
 
+  it('takes the free slot the caller prefers, else the one free the longest', async () => {
+    const pool = new SlotPool([0, 1, 2]);
+    assert.equal(await pool.acquire(undefined, (slot) => slot === 2), 2);
+    assert.equal(await pool.acquire(undefined, () => false), 0, 'no preferred slot free: the least recently used');
+    pool.release(0);
+    assert.equal(await pool.acquire(), 1);
+    assert.equal(await pool.acquire(), 0);
+  });
+
   it('a waiter whose signal aborts leaves the queue with ERR_ABORTED, and the slot goes to the next', async () => {
     const pool = new SlotPool([7]);
     await pool.acquire();
