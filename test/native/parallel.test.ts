@@ -35,6 +35,18 @@ describe('parallel decoding', () => {
     });
     after(async () => model.dispose());
 
+    it('unifiedCache: false gives each sequence its own part of the context', async () => {
+      const own = await model.createSession({ contextSize: 1024, sequences: 4, unifiedCache: false });
+      try {
+        assert.equal(own.info.contextSize, 256);
+        assert.equal(session.info.contextSize, 1024, 'shared by default: each sequence may fill it');
+        await rejectsWithCode(own.evaluate(new Int32Array(300).fill(model.tokenize('a')[0]!), { sequence: 2 }), 'ERR_CONTEXT_FULL');
+      } finally {
+        await own.dispose();
+      }
+      await assert.rejects(model.createSession({ unifiedCache: 'no' as unknown as boolean }), TypeError);
+    });
+
     it("gives each sequence the logits it has alone, within the batch's float tolerance", async () => {
       const prompts = ['A cat sits on the mat.', 'Coffee in a white cup', 'An astronaut, a flag and the moon', 'Rocket'].map((text) => model.tokenize(text, { addBos: true }));
       const alone: Float32Array[] = [];
