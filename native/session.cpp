@@ -709,6 +709,19 @@ class GenerateWorker : public SessionWorker {
   double milliseconds_ = 0;
 };
 
+// Forgets a sequence from `position` on (at most its position): its generation, if one runs, its
+// pending tokens past there, and its cells in the cache.
+void TruncateSequence(SessionState & state, int seq_id, int32_t position) {
+  state.generations.erase(seq_id);
+  Sequence & sequence = state.sequences[seq_id];
+  if (position >= sequence.cached) {
+    sequence.pending.resize(position - sequence.cached);
+  } else {
+    llama_memory_seq_rm(llama_get_memory(state.context), seq_id, position, -1);
+    sequence.Truncate(position);
+  }
+}
+
 // What one sequence asks of a step of parallel decoding (Session.step).
 struct StepItem {
   enum class Kind { kEvaluate, kGenerate, kCancel };
@@ -813,15 +826,7 @@ class StepWorker : public SessionWorker {
   }
 
   void Cancel(StepItem & item) {
-    state_->generations.erase(item.seq_id);
-    Sequence & sequence = state_->sequences[item.seq_id];
-    const int32_t position = std::min(item.position, sequence.Position());
-    if (position >= sequence.cached) {
-      sequence.pending.resize(position - sequence.cached);
-    } else {
-      llama_memory_seq_rm(llama_get_memory(state_->context), item.seq_id, position, -1);
-      sequence.Truncate(position);
-    }
+    TruncateSequence(*state_, item.seq_id, std::min(item.position, state_->sequences[item.seq_id].Position()));
     item.done = true;
   }
 
@@ -1152,14 +1157,7 @@ Napi::Value Session::Truncate(const Napi::CallbackInfo & info) {
   if (!(position >= 0 && position <= sequence.Position()) || position != std::floor(position)) {
     throw Napi::RangeError::New(env, "position must be a whole number from 0 to " + std::to_string(sequence.Position()));
   }
-  const int32_t target = static_cast<int32_t>(position);
-  state->generations.erase(seq_id);
-  if (target >= sequence.cached) {
-    sequence.pending.resize(target - sequence.cached);
-  } else {
-    llama_memory_seq_rm(llama_get_memory(state->context), seq_id, target, -1);
-    sequence.Truncate(target);
-  }
+  TruncateSequence(*state, seq_id, static_cast<int32_t>(position));
   return env.Undefined();
 }
 
