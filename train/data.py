@@ -4,6 +4,7 @@ square of (122, 116, 104) and resized with Pillow's bicubic filter; a region cro
 square at round-half-even(side * coordinate) (black outside the square, as PIL's crop), padded to
 a square again and resized the same way."""
 import json
+import multiprocessing
 import os
 
 import numpy as np
@@ -134,56 +135,64 @@ def jitter_box(rng, box, amount):
     return [round(v, 3) for v in (cx - hw * s, cy - hh * s, cx + hw * s, cy + hh * s)]
 
 
+def crop_boxes(seed, qi, box, crops_per_question, jitters):
+    """The jittered boxes of question `qi`'s zoomed crops: a stream of its own per question, so the
+    set can be prepared in parallel and relabelled without touching pixels."""
+    rng = np.random.default_rng((seed, qi))
+    return [jitter_box(rng, box, jitters[k % len(jitters)]) for k in range(crops_per_question)]
+
+
 def relabel(ds, scenes_dir, size, patch, crops_per_question, seed, jitters=(0.012, 0.035)):
     """Recomputes the labels of a prepared set (replaying its crop jitter) without touching pixels."""
-    rng = np.random.default_rng(seed)
     grid = size // patch
     qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
     for qi, q in enumerate(qs):
         i = ds["image_of"][qi]
         ds["colour"][i], ds["shape"][i], ds["coords"][i] = whole_view_labels(q["tags"], grid)
         side = max(q["width"], q["height"])
-        for k in range(crops_per_question):
-            box = jitter_box(rng, q["box"], jitters[k % len(jitters)])
+        for k, box in enumerate(crop_boxes(seed, qi, q["box"], crops_per_question, jitters)):
             ds["digits"][qi, k] = region_labels(q["tag"], crop_rect(box, side), side, grid)
     return ds
 
 
-def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035)):
-    """Pixels and labels of a generated set, cached as .npz."""
+def _prepare_image(job):
+    """Pixels of one image (whole view) and of its questions' crops: (whole, [(qi, [crop, ...])])."""
+    scenes_dir, image, questions, size, crops_per_question, seed, jitters = job
+    sq = expand2square(Image.open(os.path.join(scenes_dir, image)).convert("RGB"))
+    whole = np.asarray(sq.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    crops = [(qi, [prepare_region(sq, box, size)[0] for box in crop_boxes(seed, qi, q["box"], crops_per_question, jitters)])
+             for qi, q in questions]
+    return whole, crops
+
+
+def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035), workers=2):
+    """Pixels and labels of a generated set (images decoded and resized by `workers` processes),
+    cached as .npz."""
     if os.path.exists(cache_path):
         d = np.load(cache_path, allow_pickle=True)
         return {k: d[k] for k in d.files}
-    rng = np.random.default_rng(seed)
-    grid = size // patch
     qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
     images = sorted({q["image"] for q in qs})
     index = {name: i for i, name in enumerate(images)}
-    originals = np.zeros((len(images), size, size, 3), np.uint8)
-    colour = np.zeros((len(images), grid * grid), np.int64)
-    shape = np.zeros((len(images), grid * grid), np.int64)
-    coords = np.zeros((len(images), grid * grid, 4), np.int64)
-    regions = np.zeros((len(qs), crops_per_question, size, size, 3), np.uint8)
-    digits = np.zeros((len(qs), crops_per_question, grid * grid), np.int64)
-    squares = {}
+    by_image = {name: [] for name in images}
     for qi, q in enumerate(qs):
-        i = index[q["image"]]
-        if q["image"] not in squares:
-            squares.clear()
-            img = Image.open(os.path.join(scenes_dir, q["image"])).convert("RGB")
-            sq = expand2square(img)
-            squares[q["image"]] = sq
-            originals[i] = np.asarray(sq.resize((size, size), Image.BICUBIC), dtype=np.uint8)
-            colour[i], shape[i], coords[i] = whole_view_labels(q["tags"], grid)
-        sq = squares[q["image"]]
-        for k in range(crops_per_question):
-            box = jitter_box(rng, q["box"], jitters[k % len(jitters)])
-            regions[qi, k], rect = prepare_region(sq, box, size)
-            digits[qi, k] = region_labels(q["tag"], rect, sq.size[0], grid)
+        by_image[q["image"]].append((qi, q))
+    originals = np.zeros((len(images), size, size, 3), np.uint8)
+    regions = np.zeros((len(qs), crops_per_question, size, size, 3), np.uint8)
+    jobs = [(scenes_dir, name, by_image[name], size, crops_per_question, seed, jitters) for name in images]
+    with multiprocessing.Pool(workers) as pool:
+        for i, (whole, crops) in enumerate(pool.imap(_prepare_image, jobs, chunksize=16)):
+            originals[i] = whole
+            for qi, pixels in crops:
+                regions[qi] = pixels
+    grid = size // patch
     out = dict(
-        originals=originals, colour=colour, shape=shape, coords=coords, regions=regions, digits=digits,
+        originals=originals, regions=regions,
+        colour=np.zeros((len(images), grid * grid), np.int64), shape=np.zeros((len(images), grid * grid), np.int64),
+        coords=np.zeros((len(images), grid * grid, 4), np.int64), digits=np.zeros((len(qs), crops_per_question, grid * grid), np.int64),
         image_of=np.array([index[q["image"]] for q in qs], np.int64),
         ids=np.array([q["id"] for q in qs]), answers=np.array([int(q["answers"][0]) for q in qs], np.int64),
     )
+    relabel(out, scenes_dir, size, patch, crops_per_question, seed, jitters)
     np.savez(cache_path, **out)
     return out

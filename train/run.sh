@@ -5,15 +5,15 @@
 # interrupted run. Needs scripts/setup-python.sh run once (Debian's PyTorch, NumPy, Pillow, OpenBLAS)
 # and the native addon built.
 #
-#   WORK=.cache/train/demo STEPS_A=1200 STEPS_B=3000 train/run.sh [--no-eval]
+#   WORK=.cache/train/demo STEPS_A=3000 STEPS_B=4000 train/run.sh [--no-eval]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONDONTWRITEBYTECODE=1
 PY=/usr/bin/python3
 WORK=${WORK:-.cache/train/demo}
 SCENES=${SCENES:-.cache/scenes}
-STEPS_A=${STEPS_A:-1200}
-STEPS_B=${STEPS_B:-3000}
+STEPS_A=${STEPS_A:-3000}
+STEPS_B=${STEPS_B:-4000}
 CONFIG=${CONFIG:-'{"v_width": 96, "v_ffn": 384, "t_width": 128, "t_ffn": 384, "t_layers": 3}'}
 OUT=${OUT:-assets/demo-model}
 mkdir -p "$WORK"
@@ -27,7 +27,7 @@ const { writeScenes } = require("./dist/lib/scenes/index.js");
 const { existsSync } = require("node:fs");
 (async () => {
   for (const [count, seed, out, backgrounds] of [
-    [10000, 1, process.argv[1] + "/train", "test/fixtures/backgrounds/train"],
+    [40000, 1, process.argv[1] + "/train", "test/fixtures/backgrounds/train"],
     [500, 9001, process.argv[1] + "/heldout", "test/fixtures/backgrounds/heldout"],
   ]) {
     if (existsSync(out + "/questions.jsonl")) continue;
