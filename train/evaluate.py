@@ -6,8 +6,9 @@ PyTorch runs both conversations greedily, unconstrained, as the SDK runs them: t
 original image, its box read back (fallback: the whole padded image), the region cropped and zoomed
 exactly as lib/image/image.ts does (Pillow), turn two continuing the same sequence; the baseline is
 one plain turn. Reported: exact-match accuracy of both, the rate of turn-one boxes with IoU >= 0.5
-against the true box, and, with --package, the same for the package plus how often the package's
-outputs equal PyTorch's and the largest logit difference on the questions the run recorded logits for.
+against the true box (also per background kind and per tag colour), and, with --package, the same
+for the package plus how often the package's outputs equal PyTorch's and the largest logit
+difference on the questions the run recorded logits for.
 """
 import argparse
 import json
@@ -133,7 +134,8 @@ def main():
         b = run.baseline(square[1], tok, pieces)
         results.append((q, c, b))
         gold = q["answers"][0]
-        row = dict(id=q["id"], cos_ok=c["answer"] == gold, base_ok=b["answer"] == gold, iou=iou(c["box"], q["box"]), box_ok=c["box_ok"])
+        row = dict(id=q["id"], cos_ok=c["answer"] == gold, base_ok=b["answer"] == gold, iou=iou(c["box"], q["box"]), box_ok=c["box_ok"],
+                   background=q["background"]["kind"], colour=q["tag"]["colour"])
         rows.append(row)
         if (i + 1) % 50 == 0:
             print(f"{i + 1}/{len(qs)} {time.time() - t0:.0f}s cos {np.mean([r['cos_ok'] for r in rows]):.3f} base {np.mean([r['base_ok'] for r in rows]):.3f}", flush=True)
@@ -171,6 +173,13 @@ def main():
         torch=dict(cos_accuracy=rate("cos_ok"), baseline_accuracy=rate("base_ok"),
                    iou_at_least_half=float(np.mean([r["iou"] >= 0.5 for r in rows])), well_formed_box=rate("box_ok")),
     )
+    # where the misses are: PyTorch's rates per background kind and per tag colour
+    for key in ("background", "colour"):
+        report[f"by_{key}"] = {
+            value: dict(questions=len(group), cos_accuracy=float(np.mean([r["cos_ok"] for r in group])),
+                        iou_at_least_half=float(np.mean([r["iou"] >= 0.5 for r in group])))
+            for value in sorted({r[key] for r in rows}) for group in [[r for r in rows if r[key] == value]]
+        }
     if pkg:
         have = [r for r in rows if "pkg_cos_ok" in r]
         report["package"] = dict(
