@@ -100,8 +100,13 @@ def whole_view_labels(tags, grid):
         p = patch_of(*tag["centre"], grid)
         colour[p] = COLOURS.index(tag["colour"]) + 1
         shape[p] = SHAPES.index(tag["shape"])
-        coords[p] = [round(v * 100) for v in tag["box"]]
+        coords[p] = hundredths(tag["box"])
     return colour, shape, coords
+
+
+def hundredths(box):
+    """A box's l, t, r, b in hundredths of the padded side: the classes the heads and probes predict."""
+    return [round(v * 100) for v in box]
 
 
 def region_labels(tag, rect, side, grid):
@@ -137,22 +142,26 @@ def jitter_box(rng, box, amount):
 
 def crop_boxes(seed, qi, box, crops_per_question, jitters):
     """The jittered boxes of question `qi`'s zoomed crops: a stream of its own per question, so the
-    set can be prepared in parallel and relabelled without touching pixels."""
+    pixels can be prepared in parallel and the labels computed apart from them."""
     rng = np.random.default_rng((seed, qi))
     return [jitter_box(rng, box, jitters[k % len(jitters)]) for k in range(crops_per_question)]
 
 
-def relabel(ds, scenes_dir, size, patch, crops_per_question, seed, jitters=(0.012, 0.035)):
-    """Recomputes the labels of a prepared set (replaying its crop jitter) without touching pixels."""
+def _labels(qs, n_images, image_of, size, patch, crops_per_question, seed, jitters):
+    """The labels of a set, from its questions (the crops' jitter replayed): per whole view its
+    patches' colour, shape and box, per crop its patches' digit."""
     grid = size // patch
-    qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+    colour = np.zeros((n_images, grid * grid), np.int64)
+    shape = np.zeros((n_images, grid * grid), np.int64)
+    coords = np.zeros((n_images, grid * grid, 4), np.int64)
+    digits = np.zeros((len(qs), crops_per_question, grid * grid), np.int64)
     for qi, q in enumerate(qs):
-        i = ds["image_of"][qi]
-        ds["colour"][i], ds["shape"][i], ds["coords"][i] = whole_view_labels(q["tags"], grid)
+        i = image_of[qi]
+        colour[i], shape[i], coords[i] = whole_view_labels(q["tags"], grid)
         side = max(q["width"], q["height"])
         for k, box in enumerate(crop_boxes(seed, qi, q["box"], crops_per_question, jitters)):
-            ds["digits"][qi, k] = region_labels(q["tag"], crop_rect(box, side), side, grid)
-    return ds
+            digits[qi, k] = region_labels(q["tag"], crop_rect(box, side), side, grid)
+    return dict(colour=colour, shape=shape, coords=coords, digits=digits)
 
 
 def _prepare_image(job):
@@ -165,13 +174,8 @@ def _prepare_image(job):
     return whole, crops
 
 
-def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035), workers=2):
-    """Pixels and labels of a generated set (images decoded and resized by `workers` processes),
-    cached as .npz."""
-    if os.path.exists(cache_path):
-        d = np.load(cache_path, allow_pickle=True)
-        return {k: d[k] for k in d.files}
-    qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+def _prepare_pixels(scenes_dir, qs, size, crops_per_question, seed, jitters, workers):
+    """The pixels of a set (images decoded and resized by `workers` processes) and its indices."""
     images = sorted({q["image"] for q in qs})
     index = {name: i for i, name in enumerate(images)}
     by_image = {name: [] for name in images}
@@ -185,14 +189,22 @@ def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, j
             originals[i] = whole
             for qi, pixels in crops:
                 regions[qi] = pixels
-    grid = size // patch
-    out = dict(
+    return dict(
         originals=originals, regions=regions,
-        colour=np.zeros((len(images), grid * grid), np.int64), shape=np.zeros((len(images), grid * grid), np.int64),
-        coords=np.zeros((len(images), grid * grid, 4), np.int64), digits=np.zeros((len(qs), crops_per_question, grid * grid), np.int64),
         image_of=np.array([index[q["image"]] for q in qs], np.int64),
         ids=np.array([q["id"] for q in qs]), answers=np.array([int(q["answers"][0]) for q in qs], np.int64),
     )
-    relabel(out, scenes_dir, size, patch, crops_per_question, seed, jitters)
-    np.savez(cache_path, **out)
-    return out
+
+
+def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035), workers=2):
+    """Pixels and labels of a generated set. The pixels are cached as .npz; the labels are computed
+    from the questions on every call, so changing them needs no new pixels."""
+    qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+    if os.path.exists(cache_path):
+        d = np.load(cache_path, allow_pickle=True)
+        ds = {k: d[k] for k in ("originals", "regions", "image_of", "ids", "answers")}
+    else:
+        ds = _prepare_pixels(scenes_dir, qs, size, crops_per_question, seed, jitters, workers)
+        np.savez(cache_path, **ds)
+    ds.update(_labels(qs, len(ds["originals"]), ds["image_of"], size, patch, crops_per_question, seed, jitters))
+    return ds

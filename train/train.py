@@ -254,8 +254,9 @@ def lm_loss(model, probes, ids, tgt, orig_feats, roi_feats, lookups, tag_tokens,
 
 def sample_batch(rng, tokens, ds, feats_orig, feats_roi, n_cos, n_base, n, n_t1=0, n_t2=0):
     """Up to three groups, each padded to its own length: n_cos two-turn conversations (with a
-    region); n_base baselines and n_t1 turn-one-only prefixes (about half as long); n_t2 turn-two-only rows. Each group: (ids, targets, whole-view features, region
-    features or None, lookups, the asked tag's image token per row)."""
+    region); n_base baselines and n_t1 turn-one-only prefixes (about half as long); n_t2
+    turn-two-only rows. Each group: (ids, targets, whole-view features, region features or None,
+    lookups, the asked tag's image token per row, its box in hundredths per row)."""
     nq = len(ds["ids"])
     groups = []
 
@@ -390,9 +391,8 @@ def main():
     ds = data.prepare_set(args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed,
                           os.path.join(args.work, f"train-{cfg.image_size}.npz"))
     log(f"data: {len(ds['originals'])} images, {len(ds['ids'])} questions ({time.time() - t:.0f}s)")
-    data.relabel(ds, args.scenes, cfg.image_size, cfg.patch_size, args.crops, args.seed)
     questions = data.load_questions(os.path.join(args.scenes, "questions.jsonl"))
-    ds["box100"] = [[round(v * 100) for v in q["box"]] for q in questions]
+    ds["box100"] = [data.hundredths(q["box"]) for q in questions]
     ds["tag_token"] = [data.image_token_of(q["tag"]["centre"], cfg.image_size // cfg.patch_size) for q in questions]
     pieces = json.load(open(os.path.join(os.path.dirname(args.tokens), "vocab.json")))
     COLOUR_WORDS.update(pieces.index("\u2581" + c) for c in data.COLOURS)
