@@ -242,10 +242,17 @@ interface Parallel {
 
 const preparedImages = new WeakMap<OpenedImage, PreparedImage>();
 
-/** What names an image prefix in the cache: the image as the model sees it, and the prompt up to it. */
-function prefixKey(prepared: ImageView, prompt: Prompt): string {
-  const prefixParts = prompt.slice(0, prompt.findIndex((part) => part.type === 'image') + 1);
-  return `${prepared.key}\u0000${renderPrompt(prefixParts)}`;
+/** A prompt's image prefix: its parts up to and including the original image. */
+interface ImagePrefix {
+  /** How many parts. */
+  readonly length: number;
+  /** What names it in a lane's cache: the image as the model sees it, and those parts. */
+  readonly key: string;
+}
+
+function imagePrefix(prepared: ImageView, prompt: Prompt): ImagePrefix {
+  const length = prompt.findIndex((part) => part.type === 'image') + 1;
+  return { length, key: `${prepared.key}\u0000${renderPrompt(prompt.slice(0, length))}` };
 }
 
 /** Tokens for prompts and question beyond the images and answers, in the default context size. */
@@ -428,15 +435,15 @@ export class ChainOfSpot {
     const parallel = this.#parallel;
     if (!parallel) {
       const lane = this.#lanes[0]!;
-      return this.#queue.run(() => work({ open: (prepared, prompt, s) => this.#open(lane, prepared, prompt, s) }), signal);
+      return this.#queue.run(() => work({ open: (prepared, prompt, s) => this.#open(lane, prepared, prompt, imagePrefix(prepared, prompt), s) }), signal);
     }
     // The lane is taken when the image is ready: the free one that holds its prefix, if any.
     let taken: number | undefined;
     const conversation: Conversation = {
       open: async (prepared, prompt, s) => {
-        const key = prefixKey(prepared, prompt);
-        taken = await parallel.slots.acquire(s, (slot) => this.#lanes[slot]!.prefix?.key === key);
-        return this.#open(this.#lanes[taken]!, prepared, prompt, s);
+        const prefix = imagePrefix(prepared, prompt);
+        taken = await parallel.slots.acquire(s, (slot) => this.#lanes[slot]!.prefix?.key === prefix.key);
+        return this.#open(this.#lanes[taken]!, prepared, prompt, prefix, s);
       },
     };
     const stack = callerStack();
@@ -525,23 +532,26 @@ export class ChainOfSpot {
 
   /**
    * Evaluates a conversation-opening prompt on a lane, reusing the image prefix its cache holds
-   * (the prompt's parts up to and including the original image) when it is this image's;
-   * otherwise the lane starts anew.
+   * when it is this one (`prefix`, of `prompt` on `prepared`); otherwise the lane starts anew.
    */
-  async #open(lane: Lane, prepared: ImageView, prompt: Prompt, signal: AbortSignal | undefined): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean; target: QuestionTarget }> {
+  async #open(
+    lane: Lane,
+    prepared: ImageView,
+    prompt: Prompt,
+    prefix: ImagePrefix,
+    signal: AbortSignal | undefined,
+  ): Promise<{ evaluation: PromptEvaluation; prefixReused: boolean; target: QuestionTarget }> {
     const { target } = lane;
-    const prefixLength = prompt.findIndex((part) => part.type === 'image') + 1;
-    const key = prefixKey(prepared, prompt);
     const images = { original: prepared.model };
-    const rest = prompt.slice(prefixLength);
-    if (lane.prefix?.key === key && target.position() >= lane.prefix.position) {
+    const rest = prompt.slice(prefix.length);
+    if (lane.prefix?.key === prefix.key && target.position() >= lane.prefix.position) {
       await target.truncate(lane.prefix.position);
       return { evaluation: await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal }), prefixReused: true, target };
     }
     lane.prefix = undefined;
     await target.truncate(0);
-    const head = await evaluatePrompt(target, this.#projector, prompt.slice(0, prefixLength), images, { bos: true, signal });
-    lane.prefix = { key, position: target.position() };
+    const head = await evaluatePrompt(target, this.#projector, prompt.slice(0, prefix.length), images, { bos: true, signal });
+    lane.prefix = { key: prefix.key, position: target.position() };
     const tail = await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal });
     const evaluation = {
       tokens: head.tokens + tail.tokens,
