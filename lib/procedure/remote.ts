@@ -5,6 +5,7 @@
  * slot that served turn one so that its prompt cache holds turn one between the turns.
  */
 import { abortedError, ChainOfSpotError } from '../common/errors';
+import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl } from './llama-server';
 import {
   DEFAULT_MAX_PIXELS,
   encodePng,
@@ -65,27 +66,6 @@ export interface RemoteBaselineResult extends BaselineResult {
   turn: RemoteTurnResult;
 }
 
-/** LLaVA-1.5's CLIP ViT-L/14 patch: one image is (imageSize / 14)² tokens. */
-const PATCH_SIZE = 14;
-const DEFAULT_TIMEOUT_MS = 300_000;
-
-/** What `/props` holds that we read. */
-interface Props {
-  media_marker?: unknown;
-  modalities?: { vision?: unknown };
-}
-
-/** The fields of a non-streamed `/completion` answer that we read. */
-interface Completion {
-  content: string;
-  tokens: number[];
-  id_slot: number;
-  tokens_evaluated: number;
-  stop_type: string;
-  truncated: boolean;
-  timings: { cache_n: number; prompt_n: number; prompt_ms: number; predicted_n: number; predicted_ms: number };
-}
-
 /**
  * Chain-of-Spot on a llama-server: made by {@link ChainOfSpot.connect}, with the local instance's
  * {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline} and {@link ChainOfSpot.dispose}, and the same results.
@@ -122,7 +102,7 @@ interface Completion {
  * server's context with ERR_CONTEXT_FULL.
  */
 export class RemoteChainOfSpot {
-  readonly #client: Client;
+  readonly #client: LlamaServerClient;
   readonly #mediaMarker: string;
   readonly #imageSize: number;
   readonly #defaults: ChainOfSpotPromptOptions;
@@ -134,7 +114,7 @@ export class RemoteChainOfSpot {
   /** Tokens of each distinct text before the image (BOS included), to tell whether an image's prefix was reused. */
   readonly #prefixTokens = new Map<string, number>();
 
-  private constructor(client: Client, mediaMarker: string, imageSize: number, options: ConnectOptions) {
+  private constructor(client: LlamaServerClient, mediaMarker: string, imageSize: number, options: ConnectOptions) {
     this.#client = client;
     this.#mediaMarker = mediaMarker;
     this.#imageSize = imageSize;
@@ -157,19 +137,14 @@ export class RemoteChainOfSpot {
     const signal = signalOption(options.signal);
     if (signal?.aborted) throw abortedError(signal.reason);
 
-    const client = new Client(url, timeoutMs, apiKey);
+    const client = new LlamaServerClient(url, timeoutMs, apiKey);
     const operation = new AbortController();
     const onAbort = (): void => operation.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const props = (await client.request('GET', '/props', undefined, operation.signal)) as Props;
-      if (props === null || typeof props !== 'object') throw client.malformed('/props', 'not an object');
-      if (props.modalities?.vision !== true) {
-        throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${client.url} takes no images: start it with the model's projector (--mmproj)`);
-      }
-      if (typeof props.media_marker !== 'string' || props.media_marker === '') throw client.malformed('/props', 'no media_marker');
-      const size = imageSize ?? (await measureImageSize(client, props.media_marker, operation.signal));
-      return new RemoteChainOfSpot(client, props.media_marker, size, options);
+      const mediaMarker = await client.mediaMarker(operation.signal);
+      const size = imageSize ?? (await measureImageSize(client, mediaMarker, operation.signal));
+      return new RemoteChainOfSpot(client, mediaMarker, size, options);
     } catch (error) {
       if (operation.signal.aborted && signal?.aborted) throw abortedError(signal.reason);
       throw error;
@@ -302,32 +277,7 @@ export class RemoteChainOfSpot {
     signal: AbortSignal,
     onText: ((text: string) => void) | undefined,
   ): Promise<{ turn: RemoteTurnResult; slot: number; cachedPrefix: number }> {
-    const body = {
-      prompt: { prompt_string: raw, multimodal_data: images },
-      ...settings,
-      cache_prompt: true,
-      return_tokens: true,
-      // Streamed when the caller wants the text as it comes: the pieces, then the totals.
-      stream: onText !== undefined,
-      // Greedy as the local instance: the temperature sampler alone, at 0, keeps the first best
-      // token in id order (the default chain's top-k sorts first, which breaks exact ties otherwise).
-      samplers: ['temperature'],
-      temperature: 0,
-    };
-    let answer: Completion;
-    if (onText === undefined) {
-      answer = checkCompletion(this.#client, await this.#client.request('POST', '/completion', body, signal));
-    } else {
-      let content = '';
-      const tokens: unknown[] = [];
-      const last = (await this.#client.request('POST', '/completion', body, signal, (event) => {
-        if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.#client.malformed('/completion', 'an event without content or tokens');
-        content += event.content;
-        tokens.push(...(event.tokens as unknown[]));
-        if (event.content !== '') onText(event.content);
-      })) as Record<string, unknown>;
-      answer = checkCompletion(this.#client, { ...last, content, tokens });
-    }
+    const answer = await this.#client.complete({ prompt: raw, images, maxTokens: settings.n_predict, grammar: settings.grammar, slot: settings.id_slot }, signal, onText);
     const { timings: t } = answer;
     // llama-server lists the end-of-generation token it sampled; the local instance does not keep it.
     const tokens = Int32Array.from(answer.stop_type === 'eos' ? answer.tokens.slice(0, -1) : answer.tokens);
@@ -354,218 +304,9 @@ export class RemoteChainOfSpot {
     const before = this.#raw(prompt.slice(0, prompt.findIndex((part) => part.type === 'image')));
     let tokens = this.#prefixTokens.get(before);
     if (tokens === undefined) {
-      const answer = (await this.#client.request('POST', '/tokenize', { content: before, add_special: true, parse_special: true }, signal)) as { tokens?: unknown };
-      if (!Array.isArray(answer?.tokens)) throw this.#client.malformed('/tokenize', 'no tokens');
-      tokens = answer.tokens.length;
+      tokens = await this.#client.countTokens(before, true, signal);
       this.#prefixTokens.set(before, tokens);
     }
     return cached > tokens;
   }
-}
-
-/** The HTTP side: one request at a time, each bounded by the timeout, each error a ChainOfSpotError. */
-class Client {
-  constructor(
-    readonly url: string,
-    readonly timeoutMs: number,
-    readonly apiKey: string | undefined,
-  ) {}
-
-  /**
-   * One request and its JSON answer. `signal` (an operation's: the caller's abort, or dispose)
-   * rejects with ERR_ABORTED; everything else that goes wrong with ERR_REMOTE (ERR_CONTEXT_FULL
-   * for llama-server's context error).
-   */
-  async request(method: 'GET' | 'POST', path: string, body: object | undefined, signal: AbortSignal, onEvent?: (event: Record<string, unknown>) => void): Promise<unknown> {
-    if (signal.aborted) throw abortedError(signal.reason);
-    const timeout = AbortSignal.timeout(this.timeoutMs);
-    // Ends a stream whose onEvent threw.
-    const own = new AbortController();
-    const both = AbortSignal.any([signal, timeout, own.signal]);
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
-    const failed = (error: unknown, during: string): ChainOfSpotError => {
-      if (signal.aborted) return abortedError(signal.reason);
-      const undiciCode = (error as { cause?: { code?: unknown } }).cause?.code;
-      if (timeout.aborted || undiciCode === 'UND_ERR_HEADERS_TIMEOUT' || undiciCode === 'UND_ERR_BODY_TIMEOUT') {
-        return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} did not answer ${path} within ${this.timeoutMs} ms (timeoutMs)`, { cause: error });
-      }
-      const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
-      const code = typeof cause?.code === 'string' ? cause.code : undefined;
-      if (during === 'connect' && code !== undefined && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|UND_ERR_CONNECT_TIMEOUT)$/.test(code)) {
-        return new ChainOfSpotError(
-          'ERR_REMOTE',
-          `cannot reach llama-server at ${this.url} (${code}): start it with \`llama-server -m <model.gguf> --mmproj <mmproj.gguf> --host <host> --port <port>\`, or check the url`,
-          { cause: error },
-        );
-      }
-      const detail = [code, typeof cause?.message === 'string' ? cause.message : (error as Error).message].filter(Boolean).join(': ');
-      if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || during === 'read') {
-        return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} closed the connection before it answered ${path} (${detail}): it may have crashed, see its log`, { cause: error });
-      }
-      return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url}: ${path} failed (${detail})`, { cause: error });
-    };
-
-    let response: Response;
-    try {
-      response = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: both });
-    } catch (error) {
-      throw failed(error, 'connect');
-    }
-    if (onEvent !== undefined && response.ok && response.body) {
-      try {
-        return await this.#events(path, response.body, onEvent, own);
-      } catch (error) {
-        if (error instanceof ChainOfSpotError || own.signal.aborted) throw error;
-        throw failed(error, 'read');
-      }
-    }
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (error) {
-      throw failed(error, 'read');
-    }
-    if (!response.ok) throw this.#httpError(path, response.status, text);
-    try {
-      return JSON.parse(text) as unknown;
-    } catch (error) {
-      throw this.malformed(path, `not JSON: ${JSON.stringify(text.slice(0, 200))}`, error);
-    }
-  }
-
-  /**
-   * A streamed answer (server-sent events, `data: {json}` each): every event before the last to
-   * `onEvent`, the last (`stop: true`) returned. An event with an `error` rejects as an HTTP error.
-   */
-  async #events(path: string, body: ReadableStream<Uint8Array>, onEvent: (event: Record<string, unknown>) => void, own: AbortController): Promise<unknown> {
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf('\n')) !== -1) {
-        const line = buffer.slice(0, end).trim();
-        buffer = buffer.slice(end + 1);
-        const data = /^(data|error):\s*/.exec(line);
-        if (!data) continue;
-        let event: Record<string, unknown>;
-        try {
-          event = JSON.parse(line.slice(data[0].length)) as Record<string, unknown>;
-        } catch (error) {
-          throw this.malformed(path, `an event is not JSON: ${JSON.stringify(line.slice(0, 200))}`, error);
-        }
-        if (event === null || typeof event !== 'object') throw this.malformed(path, 'an event is not an object');
-        if (data[1] === 'error' || event.error !== undefined) {
-          const error = (event.error ?? event) as { code?: unknown };
-          throw this.#httpError(path, typeof error.code === 'number' ? error.code : 500, JSON.stringify({ error }));
-        }
-        if (event.stop === true) return event;
-        try {
-          onEvent(event);
-        } catch (error) {
-          own.abort();
-          throw error;
-        }
-      }
-    }
-    throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} closed the connection before it answered ${path} (the stream ended early): it may have crashed, see its log`);
-  }
-
-  malformed(path: string, why: string, cause?: unknown): ChainOfSpotError {
-    return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} sent a malformed answer to ${path}: ${why}`, { cause });
-  }
-
-  /** llama-server's errors are `{ error: { code, message, type } }`; anything else is shown as it came. */
-  #httpError(path: string, status: number, text: string): ChainOfSpotError {
-    let message = text.slice(0, 500);
-    let type: unknown;
-    try {
-      const error = (JSON.parse(text) as { error?: { message?: unknown; type?: unknown } }).error;
-      if (typeof error?.message === 'string') message = error.message;
-      type = error?.type;
-    } catch {
-      // Not JSON: the text as it came.
-    }
-    if (type === 'exceed_context_size_error') {
-      return new ChainOfSpotError('ERR_CONTEXT_FULL', `llama-server at ${this.url}: ${message} (start it with a larger --ctx-size)`);
-    }
-    const hint = status === 503 ? ' (it is still loading its model: try again once /health answers 200)' : '';
-    return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} answered ${path} with HTTP ${status}: ${message.trim() || '(no message)'}${hint}`);
-  }
-}
-
-/**
- * The projector's image side, from the tokens one image makes: (side / 14)² for LLaVA-1.5. First
- * by counting without evaluating (`/v1/chat/completions/input_tokens` with no, one and two small
- * images: both differences must agree); where that endpoint is missing or the counts disagree, by
- * evaluating one small image and a newline with `/completion` (the prompt tokens less BOS and the
- * newline's; the newline is needed: the pinned llama-server aborts on a prompt ending with an image).
- */
-async function measureImageSize(client: Client, mediaMarker: string, signal: AbortSignal): Promise<number> {
-  const probe = (await encodePng({ width: PATCH_SIZE, height: PATCH_SIZE, data: Buffer.alloc(PATCH_SIZE * PATCH_SIZE * 3, 127) })).toString('base64');
-  let imageTokens: number | undefined;
-  try {
-    const counts: number[] = [];
-    for (const images of [0, 1, 2]) {
-      const content = [
-        ...Array.from({ length: images }, () => ({ type: 'image_url', image_url: { url: `data:image/png;base64,${probe}` } })),
-        { type: 'text', text: 'x' },
-      ];
-      const answer = (await client.request('POST', '/v1/chat/completions/input_tokens', { messages: [{ role: 'user', content }] }, signal)) as { input_tokens?: unknown };
-      if (typeof answer?.input_tokens !== 'number') throw client.malformed('/v1/chat/completions/input_tokens', 'no input_tokens');
-      counts.push(answer.input_tokens);
-    }
-    if (counts[1]! - counts[0]! === counts[2]! - counts[1]!) imageTokens = counts[1]! - counts[0]!;
-  } catch (error) {
-    if (signal.aborted) throw error;
-    // An older llama-server: evaluate one instead.
-  }
-  if (imageTokens === undefined) {
-    const count = async (content: string, addSpecial: boolean): Promise<number> => {
-      const answer = (await client.request('POST', '/tokenize', { content, add_special: addSpecial, parse_special: true }, signal)) as { tokens?: unknown };
-      if (!Array.isArray(answer?.tokens)) throw client.malformed('/tokenize', 'no tokens');
-      return answer.tokens.length;
-    };
-    const text = (await count('', true)) + (await count('\n', false));
-    const answer = checkCompletion(client, await client.request('POST', '/completion', {
-      prompt: { prompt_string: `${mediaMarker}\n`, multimodal_data: [probe] },
-      n_predict: 1,
-      cache_prompt: false,
-      stream: false,
-      temperature: 0,
-    }, signal));
-    imageTokens = answer.tokens_evaluated - text;
-  }
-  const side = Math.sqrt(imageTokens) * PATCH_SIZE;
-  if (!Number.isInteger(side) || side <= 0) {
-    throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${client.url} makes ${imageTokens} tokens of an image, which is no LLaVA-1.5 projector's square of 14-pixel patches: pass imageSize`);
-  }
-  return side;
-}
-
-function checkCompletion(client: Client, value: unknown): Completion {
-  const answer = value as Partial<Completion> | null;
-  const t = answer?.timings;
-  const numbers = t && [t.cache_n, t.prompt_n, t.prompt_ms, t.predicted_n, t.predicted_ms].every((n) => typeof n === 'number');
-  if (
-    answer === null || typeof answer !== 'object' || typeof answer.content !== 'string' || !numbers ||
-    typeof answer.id_slot !== 'number' || typeof answer.tokens_evaluated !== 'number' ||
-    !Array.isArray(answer.tokens) || !answer.tokens.every((token) => Number.isInteger(token))
-  ) {
-    throw client.malformed('/completion', 'no content, tokens, id_slot, tokens_evaluated or timings');
-  }
-  return answer as Completion;
-}
-
-function parseUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new TypeError(`url must be an http(s) URL such as http://127.0.0.1:8080, got ${JSON.stringify(value)}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`url must be an http(s) URL, got ${JSON.stringify(value)}`);
-  return url.href.replace(/\/+$/, '');
 }
