@@ -20,7 +20,8 @@ import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { ChainOfSpot, type AskResult } from '../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
+import type { AskResult } from '../lib/procedure/types';
 import type { RemoteChainOfSpot } from '../lib/procedure/remote';
 import { mulberry32 } from '../lib/common/random';
 import { writeScenes, type SceneQuestion } from '../lib/scenes/index';

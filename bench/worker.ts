@@ -7,7 +7,8 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { BOX_GRAMMAR, parseBoxOrFallback } from '../lib/procedure/box';
-import { ChainOfSpot, type OpenedImage } from '../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
+import type { OpenedImage } from '../lib/procedure/types';
 import { evaluatePrompt } from '../lib/procedure/evaluate-prompt';
 import { loadImage, prepareOriginal, prepareRegion } from '../lib/image/image';
 import { roiPrompt, twoTurnPrompt } from '../lib/procedure/prompt';

@@ -6,17 +6,19 @@
  * lower-level building blocks it is made of.
  * @packageDocumentation
  */
-export {
-  ChainOfSpot,
-  type AskOptions,
-  type AskResult,
-  type BaselineResult,
-  type ChainOfSpotOptions,
-  type OpenedImage,
-  type RegionOfInterest,
-  type TurnResult,
-  type TurnTimings,
-} from './procedure/chain-of-spot';
+export { ChainOfSpot } from './procedure/chain-of-spot';
+export type {
+  AskOptions,
+  AskResult,
+  BaselineOptions,
+  BaselineResult,
+  ChainOfSpotLike,
+  ChainOfSpotOptions,
+  OpenedImage,
+  RegionOfInterest,
+  TurnResult,
+  TurnTimings,
+} from './procedure/types';
 export {
   RemoteChainOfSpot,
   type ConnectOptions,

@@ -5,7 +5,8 @@
 import { drawRegion, REGION_LABEL } from '../image/annotate';
 import type { RawImageInput } from '../image/image';
 import { formatBox } from '../procedure/box';
-import type { AskResult, ChainOfSpot, TurnResult } from '../procedure/chain-of-spot';
+import type { ChainOfSpot } from '../procedure/chain-of-spot';
+import type { AskResult, TurnResult } from '../procedure/types';
 import type { Command } from './args';
 import { checkOutputFolder, loadModel, readImage, writeOutput } from './io';
 import { formatDuration } from './progress';

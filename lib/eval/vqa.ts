@@ -9,7 +9,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { readFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 
-import type { RegionOfInterest } from '../procedure/chain-of-spot';
+import type { RegionOfInterest } from '../procedure/types';
 import { ChainOfSpotError } from '../common/errors';
 import { boxIou, type Box } from '../image/geometry';
 

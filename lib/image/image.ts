@@ -47,6 +47,11 @@ export interface LoadImageOptions {
  */
 export const DEFAULT_MAX_PIXELS = 50_000_000;
 
+/** A `maxPixels` option, checked: a positive integer, or `Infinity` for no limit. */
+export function maxPixelsOption(value: unknown): number {
+  return value === Infinity ? Infinity : integerOption(value, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+}
+
 export { PAD_COLOUR } from './pixels';
 export { referenceCropRect } from './geometry';
 
@@ -92,7 +97,7 @@ export async function loadImage(input: ImageInput, options?: LoadImageOptions): 
  */
 export async function loadImageWithOrientation(input: ImageInput, options?: LoadImageOptions): Promise<{ image: RgbImage; orientation: number }> {
   const { maxPixels: limit, applyOrientation: apply } = optionsObject(options);
-  const maxPixels = limit === Infinity ? limit : integerOption(limit, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+  const maxPixels = maxPixelsOption(limit);
   const applyOrientation = booleanOption(apply, 'applyOrientation', true);
   const source = toPipeline(input, maxPixels);
   let decoded: { data: Buffer; info: sharp.OutputInfo };

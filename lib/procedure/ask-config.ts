@@ -8,8 +8,8 @@ import { booleanOption, functionOption, integerOption, optionsObject, requiredSt
 import type { ImageSize, PixelRect } from '../image/geometry';
 import { boxToPixels, prepareReferenceRegion, prepareRegion, referenceBoxToPixels } from '../image/image';
 import { parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
-import type { AskOptions, ChainOfSpot } from './chain-of-spot';
-import { answerContinuation, roiPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
+import type { AskOptions } from './types';
+import { answerContinuation, baselinePrompt, roiPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
 
 /** A question's options, checked. */
 export interface AskConfig {
@@ -21,6 +21,8 @@ export interface AskConfig {
   /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
   turnOnePrompt: Prompt;
   turnTwoPrompt: Prompt;
+  /** The baseline's one turn. */
+  baselinePrompt: Prompt;
   signal: AbortSignal | undefined;
   onText1: ((text: string) => void) | undefined;
   onText2: ((text: string) => void) | undefined;
@@ -44,6 +46,7 @@ export function askConfig(question: string, options: AskOptions | undefined, def
     includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
     turnOnePrompt: roiPrompt(question, prompts),
     turnTwoPrompt: answerContinuation(question, prompts),
+    baselinePrompt: baselinePrompt(question),
     signal: signalOption(opts.signal),
     onText1: onText && ((text: string) => onText(text, 1)),
     onText2: onText && ((text: string) => onText(text, 2)),

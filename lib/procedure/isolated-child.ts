@@ -4,7 +4,8 @@
  * When a server is lost, llama.cpp aborts this process, and the parent reports it.
  */
 import type { ImageInput } from '../image/image';
-import { ChainOfSpot, type OpenedImage } from './chain-of-spot';
+import { ChainOfSpot } from './chain-of-spot';
+import type { OpenedImage } from './types';
 import { toWire, type FromChild, type ImageRef, type ToChild } from './isolated';
 
 let cos: ChainOfSpot | undefined;

@@ -8,11 +8,11 @@ import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
 import { abortedError, callerStack, ChainOfSpotError, disposedError, isErrorCode, rethrowWithCallerStack } from '../common/errors';
-import { booleanOption, functionOption, integerOption, optionsObject, rpcServersOption, signalOption } from '../common/validate';
-import { DEFAULT_MAX_PIXELS, isSharp, loadImageWithOrientation, type ImageInput, type RawImageInput } from '../image/image';
+import { booleanOption, functionOption, optionsObject, rpcServersOption, signalOption } from '../common/validate';
+import { isSharp, loadImageWithOrientation, maxPixelsOption, type ImageInput, type RawImageInput } from '../image/image';
 import { backend } from '../native/loader';
 import { askConfig, promptDefaults } from './ask-config';
-import type { AskOptions, AskResult, BaselineResult, ChainOfSpot, ChainOfSpotOptions, OpenedImage } from './chain-of-spot';
+import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, ChainOfSpotOptions, OpenedImage } from './types';
 import type { ChainOfSpotPromptOptions } from './prompt';
 
 /** Options of {@link ChainOfSpot.load} with RPC servers. */
@@ -95,7 +95,7 @@ interface Call {
  * `signal` work as locally. The child's llama.cpp log shows on stderr with `CHAIN_OF_SPOT_DEBUG=1`.
  * The lower-level `model`, `projector` and `session` stay in the child.
  */
-export class IsolatedChainOfSpot {
+export class IsolatedChainOfSpot implements ChainOfSpotLike {
   readonly #child: ChildProcess;
   readonly #rpcServers: readonly string[];
   readonly #defaults: ChainOfSpotPromptOptions;
@@ -143,7 +143,7 @@ export class IsolatedChainOfSpot {
     const rpcServers = rpcServersOption(options.rpcServers) as string[];
     const onProgress = functionOption<(progress: number) => void>(options.onProgress, 'onProgress');
     const signal = signalOption(options.signal);
-    const maxPixels = options.maxPixels === Infinity ? Infinity : integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
+    const maxPixels = maxPixelsOption(options.maxPixels);
     const defaults = promptDefaults(options);
     const reference = booleanOption(options.reference, 'reference', false);
     if (signal?.aborted) throw abortedError(signal.reason);
@@ -199,7 +199,7 @@ export class IsolatedChainOfSpot {
   }
 
   /** As {@link ChainOfSpot.baseline}, in the child: one plain LLaVA-1.5 turn. */
-  baseline(image: ImageInput | OpenedImage, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText' | 'reference'>): Promise<BaselineResult> {
+  baseline(image: ImageInput | OpenedImage, question: string, options?: BaselineOptions): Promise<BaselineResult> {
     return this.#question('baseline', image, question, options) as Promise<BaselineResult>;
   }
 

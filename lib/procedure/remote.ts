@@ -4,22 +4,17 @@
  * `/completion` endpoint as raw prompts with the prepared images (PNG, lossless), turn two in the
  * slot that served turn one so that its prompt cache holds turn one between the turns.
  */
-import { abortedError, ChainOfSpotError } from '../common/errors';
-import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl } from './llama-server';
-import {
-  DEFAULT_MAX_PIXELS,
-  encodePng,
-  loadImageWithOrientation,
-  prepareOriginal,
-  type ImageInput,
-} from '../image/image';
+import { abortedError } from '../common/errors';
 import type { RgbImage } from '../common/rgb-image';
-import { OperationQueue } from '../llama/operation-queue';
 import { booleanOption, integerOption, requiredString, signalOption } from '../common/validate';
-import { askConfig, promptDefaults, regionSteps, type AskConfig } from './ask-config';
-import { BOX_GRAMMAR } from './box';
-import { baselinePrompt, renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
-import type { AskOptions, AskResult, BaselineResult, ChainOfSpot, ChainOfSpotOptions, TurnResult } from './chain-of-spot';
+import { encodePng, maxPixelsOption, type ImageInput } from '../image/image';
+import { OperationQueue } from '../llama/operation-queue';
+import { askConfig, promptDefaults, type AskConfig } from './ask-config';
+import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl } from './llama-server';
+import { PreparedImages } from './prepared-images';
+import { askBaseline, askChainOfSpot, type Conversation, type ProcedureHost, type TurnGeneration, type TurnImages } from './procedure';
+import { renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
+import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, OpenedImage, TurnResult } from './types';
 
 /** Options of {@link ChainOfSpot.connect}. */
 export interface ConnectOptions extends ChainOfSpotPromptOptions {
@@ -57,18 +52,25 @@ export interface RemoteTurnResult extends TurnResult {
 }
 
 /** {@link AskResult} from a llama-server: the turns tell what its prompt cache served. */
-export interface RemoteAskResult extends AskResult {
-  turns: [RemoteTurnResult, RemoteTurnResult];
-}
+export type RemoteAskResult = AskResult<RemoteTurnResult>;
 
 /** {@link BaselineResult} from a llama-server. */
-export interface RemoteBaselineResult extends BaselineResult {
-  turn: RemoteTurnResult;
+export type RemoteBaselineResult = BaselineResult<RemoteTurnResult>;
+
+/** What the conversations of one connection share. */
+interface Server {
+  readonly client: LlamaServerClient;
+  readonly mediaMarker: string;
+  /** Tokens of each distinct text before the image (BOS included), to tell whether an image's prefix was reused. */
+  readonly prefixTokens: Map<string, number>;
+  /** Images as llama-server takes them (base64 PNG), encoded once for as long as the image lives. */
+  readonly pngs: WeakMap<RgbImage, Promise<string>>;
 }
 
 /**
  * Chain-of-Spot on a llama-server: made by {@link ChainOfSpot.connect}, with the local instance's
- * {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline} and {@link ChainOfSpot.dispose}, and the same results.
+ * {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline}, {@link ChainOfSpot.open} and
+ * {@link ChainOfSpot.dispose}, and the same results.
  *
  * How it maps to llama-server (the `/completion` endpoint, non-streamed, greedy with
  * `samplers: ['temperature']` at 0, which breaks exact ties as the local instance does):
@@ -95,32 +97,25 @@ export interface RemoteBaselineResult extends BaselineResult {
  *   `imageEncodeMs` and `imageDecodeMs` are 0; `promptTokens` are the tokens it evaluated (those
  *   its cache did not serve); `decodeSteps` equals `generatedTokens` (llama-server decodes every
  *   token on its own, grammar-forced ones too);
- * - {@link ChainOfSpot.open} is not offered: pass the image to each question.
  *
  * Failures of the server (unreachable, an HTTP error, an answer that is not what llama-server
  * sends, no answer within `timeoutMs`) reject with ERR_REMOTE; a prompt that does not fit the
  * server's context with ERR_CONTEXT_FULL.
  */
-export class RemoteChainOfSpot {
-  readonly #client: LlamaServerClient;
-  readonly #mediaMarker: string;
-  readonly #imageSize: number;
+export class RemoteChainOfSpot implements ChainOfSpotLike {
+  readonly #server: Server;
+  readonly #images: PreparedImages;
   readonly #defaults: ChainOfSpotPromptOptions;
-  readonly #maxPixels: number;
   readonly #reference: boolean;
   readonly #queue: OperationQueue;
   /** Aborts the requests of the operation in flight (the caller's signal, or dispose). */
   #operation: AbortController | undefined;
-  /** Tokens of each distinct text before the image (BOS included), to tell whether an image's prefix was reused. */
-  readonly #prefixTokens = new Map<string, number>();
 
-  private constructor(client: LlamaServerClient, mediaMarker: string, imageSize: number, options: ConnectOptions) {
-    this.#client = client;
-    this.#mediaMarker = mediaMarker;
-    this.#imageSize = imageSize;
-    this.#defaults = promptDefaults(options);
-    this.#maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
-    this.#reference = booleanOption(options.reference, 'reference', false);
+  private constructor(server: Server, images: PreparedImages, defaults: ChainOfSpotPromptOptions, reference: boolean) {
+    this.#server = server;
+    this.#images = images;
+    this.#defaults = defaults;
+    this.#reference = reference;
     this.#queue = new OperationQueue('this remote ChainOfSpot instance', () => this.#operation?.abort());
   }
 
@@ -131,9 +126,9 @@ export class RemoteChainOfSpot {
     const timeoutMs = integerOption(options.timeoutMs, 'timeoutMs', 1, DEFAULT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
     const apiKey = options.apiKey === undefined ? undefined : requiredString(options.apiKey, 'apiKey');
     const imageSize = options.imageSize === undefined ? undefined : integerOption(options.imageSize, 'imageSize', 1, 1 << 16, 0);
-    if (options.maxPixels !== Infinity) integerOption(options.maxPixels, 'maxPixels', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_PIXELS);
-    booleanOption(options.reference, 'reference', false);
-    promptDefaults(options);
+    const maxPixels = maxPixelsOption(options.maxPixels);
+    const reference = booleanOption(options.reference, 'reference', false);
+    const defaults = promptDefaults(options);
     const signal = signalOption(options.signal);
     if (signal?.aborted) throw abortedError(signal.reason);
 
@@ -144,7 +139,7 @@ export class RemoteChainOfSpot {
     try {
       const mediaMarker = await client.mediaMarker(operation.signal);
       const size = imageSize ?? (await measureImageSize(client, mediaMarker, operation.signal));
-      return new RemoteChainOfSpot(client, mediaMarker, size, options);
+      return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, new PreparedImages(size, maxPixels), defaults, reference);
     } catch (error) {
       if (operation.signal.aborted && signal?.aborted) throw abortedError(signal.reason);
       throw error;
@@ -155,7 +150,7 @@ export class RemoteChainOfSpot {
 
   /** The server's address, as given to {@link ChainOfSpot.connect}. */
   get url(): string {
-    return this.#client.url;
+    return this.#server.client.url;
   }
 
   /**
@@ -165,27 +160,23 @@ export class RemoteChainOfSpot {
    * patches (without evaluating it where the server can count them).
    */
   get imageSize(): number {
-    return this.#imageSize;
+    return this.#images.imageSize;
+  }
+
+  /** As {@link ChainOfSpot.open}: the image is prepared here once, and sent with each question. */
+  async open(image: ImageInput, options?: Pick<AskOptions, 'reference'>): Promise<OpenedImage> {
+    this.#queue.assertAlive();
+    return this.#images.open(image, options, this.#reference);
   }
 
   /** As {@link ChainOfSpot.ask}, on the server. Calls queue: one question runs at a time. */
-  ask(image: ImageInput, question: string, options?: AskOptions): Promise<RemoteAskResult> {
-    const config = this.#askConfig(question, options);
-    return this.#run(config.signal, (signal) => this.#ask(image, config, signal));
+  ask(image: ImageInput | OpenedImage, question: string, options?: AskOptions): Promise<RemoteAskResult> {
+    return this.#run(this.#askConfig(question, options), (host, config) => askChainOfSpot(host, image, config));
   }
 
   /** As {@link ChainOfSpot.baseline}, on the server: one plain LLaVA-1.5 turn. */
-  baseline(image: ImageInput, question: string, options?: Pick<AskOptions, 'maxTokens' | 'signal' | 'onText' | 'reference'>): Promise<RemoteBaselineResult> {
-    const config = this.#askConfig(question, options);
-    return this.#run(config.signal, async (signal) => {
-      const start = performance.now();
-      const { model, preprocessMs } = await this.#prepare(image, config.reference);
-      const prompt = baselinePrompt(question);
-      const original = (await encodePng(model)).toString('base64');
-      const { turn, cachedPrefix } = await this.#turn(prompt, this.#raw(prompt), [original], { n_predict: config.maxTokens }, signal, config.onText1);
-      const prefixReused = await this.#prefixReused(prompt, cachedPrefix, signal);
-      return { answer: turn.text.trim(), turn, prefixReused, timings: { preprocessMs, totalMs: performance.now() - start } };
-    });
+  baseline(image: ImageInput | OpenedImage, question: string, options?: BaselineOptions): Promise<RemoteBaselineResult> {
+    return this.#run(this.#askConfig(question, options), (host, config) => askBaseline(host, image, config));
   }
 
   /** Ends this connection: questions in flight reject with ERR_DISPOSED. The server goes on. */
@@ -197,87 +188,58 @@ export class RemoteChainOfSpot {
     await this.dispose();
   }
 
-  #run<T>(signal: AbortSignal | undefined, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /** Runs one question in the queue, under its operation's signal (the caller's abort, or dispose). */
+  #run<T>(config: AskConfig, work: (host: ProcedureHost<RemoteTurnResult>, config: AskConfig) => Promise<T>): Promise<T> {
     return this.#queue.run(async () => {
       const operation = new AbortController();
       this.#operation = operation;
       try {
-        return await work(operation.signal);
+        const host = { images: this.#images, converse: () => new ServerConversation(this.#server) };
+        return await work(host, { ...config, signal: operation.signal });
       } finally {
         this.#operation = undefined;
       }
-    }, signal);
+    }, config.signal);
   }
 
   #askConfig(question: string, options: AskOptions | undefined): AskConfig {
     return askConfig(question, options, this.#defaults, this.#reference);
   }
+}
 
-  async #ask(image: ImageInput, config: AskConfig, signal: AbortSignal): Promise<RemoteAskResult> {
-    const start = performance.now();
-    const { original, model, preprocessMs: loadMs } = await this.#prepare(image, config.reference);
-    const originalPng = (await encodePng(model)).toString('base64');
+/**
+ * One question's conversation on the server: each turn sends the whole conversation so far (the
+ * earlier prompts and answers as text, every image so far) to the slot that served the turn
+ * before, whose prompt cache holds all of it up to that turn's answer.
+ */
+class ServerConversation implements Conversation<RemoteTurnResult> {
+  readonly #server: Server;
+  /** The conversation so far as llama-server's raw prompt, answers included. */
+  #history = '';
+  readonly #images: string[] = [];
+  #slot: number | undefined;
+  /** The first turn's prompt, and how many of its tokens the server's cache served. */
+  #opening: { prompt: Prompt; cached: number } | undefined;
 
-    // Turn one: the region of interest.
-    const { turnOnePrompt, turnTwoPrompt } = config;
-    const turnOneRaw = this.#raw(turnOnePrompt);
-    const one = await this.#turn(turnOnePrompt, turnOneRaw, [originalPng], {
-      n_predict: config.roiMaxTokens,
-      ...(config.grammar ? { grammar: BOX_GRAMMAR } : {}),
-    }, signal, config.onText1);
-    const steps = regionSteps(config.reference);
-    const region = steps.read(one.turn.text, original);
-
-    // Turn two: the zoomed region, after turn one's answer as the model wrote it, in the same slot.
-    const cropStart = performance.now();
-    const roiImage = await steps.zoom(original, region.box, this.#imageSize, this.#maxPixels);
-    const roiPng = await encodePng(roiImage);
-    const cropMs = performance.now() - cropStart;
-    const two = await this.#turn(turnTwoPrompt, turnOneRaw + one.turn.text + this.#raw(turnTwoPrompt), [originalPng, roiPng.toString('base64')], {
-      n_predict: config.maxTokens,
-      id_slot: one.slot,
-    }, signal, config.onText2);
-
-    const result: RemoteAskResult = {
-      answer: two.turn.text.trim(),
-      roi: { box: region.box, pixels: steps.toPixels(region.box, original.width, original.height), source: region.source },
-      turns: [one.turn, two.turn],
-      prefixReused: await this.#prefixReused(turnOnePrompt, one.cachedPrefix, signal),
-      timings: { preprocessMs: loadMs + cropMs, totalMs: 0 },
-    };
-    if (config.includeRoiImage) result.roiImage = roiPng;
-    result.timings.totalMs = performance.now() - start;
-    return result;
+  constructor(server: Server) {
+    this.#server = server;
   }
 
-  /** The image loaded (upright unless in reference mode) and padded and resized for the projector. */
-  async #prepare(image: ImageInput, reference: boolean): Promise<{ original: RgbImage; model: RgbImage; preprocessMs: number }> {
-    const start = performance.now();
-    try {
-      const { image: original } = await loadImageWithOrientation(image, { maxPixels: this.#maxPixels, applyOrientation: !reference });
-      const model = await prepareOriginal(original, this.#imageSize, this.#maxPixels);
-      return { original, model, preprocessMs: performance.now() - start };
-    } catch (error) {
-      if (error instanceof TypeError || error instanceof RangeError || error instanceof ChainOfSpotError) throw error;
-      throw new ChainOfSpotError('ERR_IMAGE', `the image could not be prepared: ${(error as Error).message}`, { cause: error });
+  async turn(prompt: Prompt, images: TurnImages, generation: TurnGeneration): Promise<RemoteTurnResult> {
+    for (const part of prompt) {
+      if (part.type !== 'image') continue;
+      const image = images[part.image];
+      if (!image) throw new TypeError(`the prompt needs the ${part.image} image`);
+      this.#images.push(await this.#png(image));
     }
-  }
-
-  /** The prompt as the raw string llama-server tokenizes: the media marker where an image goes. */
-  #raw(prompt: Prompt): string {
-    return prompt.map((part) => (part.type === 'image' ? this.#mediaMarker : part.type === 'special' ? part.token : part.text)).join('');
-  }
-
-  /** One greedy `/completion`; the turn as the local instance reports it. */
-  async #turn(
-    prompt: Prompt,
-    raw: string,
-    images: string[],
-    settings: { n_predict: number; grammar?: string; id_slot?: number },
-    signal: AbortSignal,
-    onText: ((text: string) => void) | undefined,
-  ): Promise<{ turn: RemoteTurnResult; slot: number; cachedPrefix: number }> {
-    const answer = await this.#client.complete({ prompt: raw, images, maxTokens: settings.n_predict, grammar: settings.grammar, slot: settings.id_slot }, signal, onText);
+    const raw = this.#history + this.#raw(prompt);
+    const answer = await this.#server.client.complete(
+      { prompt: raw, images: this.#images, maxTokens: generation.maxTokens, grammar: generation.grammar, slot: this.#slot },
+      generation.signal!,
+      generation.onText,
+    );
+    this.#history = raw + answer.content;
+    this.#slot = answer.id_slot;
     const { timings: t } = answer;
     // llama-server lists the end-of-generation token it sampled; the local instance does not keep it.
     const tokens = Int32Array.from(answer.stop_type === 'eos' ? answer.tokens.slice(0, -1) : answer.tokens);
@@ -292,21 +254,39 @@ export class RemoteChainOfSpot {
       finishReason: answer.truncated ? 'context' : answer.stop_type === 'eos' ? 'eos' : answer.stop_type === 'word' ? 'stop' : 'length',
       timings: { imageEncodeMs: 0, imageDecodeMs: 0, promptMs: t.prompt_ms, generateMs: t.predicted_ms },
     };
-    return { turn, slot: answer.id_slot, cachedPrefix: t.cache_n };
+    this.#opening ??= { prompt, cached: t.cache_n };
+    return turn;
   }
 
   /**
-   * Whether the server's cache served the image of a conversation-opening prompt: more cached
-   * tokens than the text before the image (llama-server reuses an image whole or not at all).
+   * Whether the server's cache served the image of the opening prompt: more cached tokens than
+   * the text before the image (llama-server reuses an image whole or not at all).
    */
-  async #prefixReused(prompt: Prompt, cached: number, signal: AbortSignal): Promise<boolean> {
-    if (cached === 0) return false;
+  async prefixReused(signal: AbortSignal | undefined): Promise<boolean> {
+    if (this.#opening === undefined || this.#opening.cached === 0) return false;
+    const { prompt, cached } = this.#opening;
     const before = this.#raw(prompt.slice(0, prompt.findIndex((part) => part.type === 'image')));
-    let tokens = this.#prefixTokens.get(before);
+    const { client, prefixTokens } = this.#server;
+    let tokens = prefixTokens.get(before);
     if (tokens === undefined) {
-      tokens = await this.#client.countTokens(before, true, signal);
-      this.#prefixTokens.set(before, tokens);
+      tokens = await client.countTokens(before, true, signal!);
+      prefixTokens.set(before, tokens);
     }
     return cached > tokens;
+  }
+
+  /** A prompt as the raw string llama-server tokenizes: the media marker where an image goes. */
+  #raw(prompt: Prompt): string {
+    return prompt.map((part) => (part.type === 'image' ? this.#server.mediaMarker : part.type === 'special' ? part.token : part.text)).join('');
+  }
+
+  #png(image: RgbImage): Promise<string> {
+    const { pngs } = this.#server;
+    let png = pngs.get(image);
+    if (png === undefined) {
+      png = encodePng(image).then((bytes) => bytes.toString('base64'));
+      pngs.set(image, png);
+    }
+    return png;
   }
 }

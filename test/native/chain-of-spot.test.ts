@@ -5,7 +5,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { BOX_GRAMMAR, BOX_PATTERN, parseBoxOrFallback } from '../../lib/procedure/box';
-import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { evaluatePrompt } from '../../lib/procedure/evaluate-prompt';
 import { loadImage, prepareOriginal, prepareRegion } from '../../lib/image/image';

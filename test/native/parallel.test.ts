@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 import { Batcher } from '../../lib/llama/batcher';
 import { Model } from '../../lib/llama/model';
 import type { Session } from '../../lib/llama/session';

@@ -5,7 +5,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { BOX_PATTERN, parseBoxOrFallback, parseReferenceBoxOrFallback } from '../../lib/procedure/box';
-import { ChainOfSpot, type AskOptions, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskOptions, AskResult } from '../../lib/procedure/types';
 import { encodePng, loadImage, PAD_COLOUR, prepareOriginal, prepareReferenceRegion, prepareRegion } from '../../lib/image/image';
 import type { RgbImage } from '../../lib/common/rgb-image';
 import { tinyLlavaFast } from '../support/models';

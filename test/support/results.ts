@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import type { AskResult } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 
 /** Asserts that `promise` rejects with a ChainOfSpotError of this code. */
 export async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {

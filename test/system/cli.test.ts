@@ -7,7 +7,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { REGION_COLOUR } from '../../lib/image/annotate';
-import type { RegionOfInterest } from '../../lib/procedure/chain-of-spot';
+import type { RegionOfInterest } from '../../lib/procedure/types';
 import { parseCommandLine } from '../../lib/cli/args';
 import { readGgufHeader } from '../../lib/gguf/reader';
 import { demoModelFiles } from '../../lib/models/demo-model';

@@ -12,7 +12,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
-import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 import { boxToPixels, encodePng, loadImage, prepareRegion } from '../../lib/image/image';
 import { BYTE_TOKEN_BASE, FIRST_NORMAL_ID } from '../../lib/models/tiny-model';
 import { BOX_PATTERN, parseBoxOrFallback } from '../../lib/procedure/box';

@@ -9,7 +9,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { parseBoxOrFallback } from '../../lib/procedure/box';
-import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { assertExited, describeChild, resultOf, runScript } from '../support/child';
 import { tinyLlava, tinyLlavaFast } from '../support/models';

@@ -12,7 +12,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { ChainOfSpot, type AskResult } from '../../lib/procedure/chain-of-spot';
+import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
+import type { AskResult } from '../../lib/procedure/types';
 import type { IsolatedChainOfSpot, RpcChainOfSpotOptions } from '../../lib/procedure/isolated';
 import { assertExited, resultOf, runScript } from '../support/child';
 import { tinyLlava } from '../support/models';
