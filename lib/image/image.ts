@@ -18,6 +18,11 @@ export interface RawImageInput {
   readonly width: number;
   readonly height: number;
   readonly channels: 1 | 2 | 3 | 4;
+  /**
+   * The EXIF orientation (1 to 8) of these pixels as stored, as an encoded image would carry it:
+   * applied as that image's would be (default 1, upright).
+   */
+  readonly orientation?: number;
 }
 
 /**
@@ -100,12 +105,14 @@ export async function loadImageWithOrientation(input: ImageInput, options?: Load
   const maxPixels = maxPixelsOption(limit);
   const applyOrientation = booleanOption(apply, 'applyOrientation', true);
   const source = toPipeline(input, maxPixels);
+  // Raw pixels carry no EXIF: their orientation is the input's, applied here.
+  const rawOrientation = isRaw(input) ? orientationOf(input) : undefined;
   let decoded: { data: Buffer; info: sharp.OutputInfo };
   let orientation: number;
   try {
     // One instance (a clone of a caller's): a stream input is buffered once and read twice.
-    orientation = (await source.metadata()).orientation ?? 1;
-    decoded = await (applyOrientation ? source.autoOrient() : source)
+    orientation = rawOrientation ?? (await source.metadata()).orientation ?? 1;
+    decoded = await (applyOrientation && rawOrientation === undefined ? source.autoOrient() : source)
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -113,9 +120,18 @@ export async function loadImageWithOrientation(input: ImageInput, options?: Load
   } catch (error) {
     throw decodeError(error, input, maxPixels);
   }
-  const image = firstFrame(decoded.data, decoded.info);
-  if (image.width * image.height > maxPixels) throw tooManyPixels(maxPixels, image);
+  const frame = firstFrame(decoded.data, decoded.info);
+  if (frame.width * frame.height > maxPixels) throw tooManyPixels(maxPixels, frame);
+  const image = applyOrientation && rawOrientation !== undefined ? orientPixels(frame, rawOrientation, false) : frame;
   return { image, orientation };
+}
+
+function isRaw(input: ImageInput): input is RawImageInput {
+  return typeof input === 'object' && input !== null && !(input instanceof Uint8Array) && !isSharp(input);
+}
+
+function orientationOf(input: RawImageInput): number {
+  return integerOption(input.orientation, 'raw input orientation', 1, 8, 1);
 }
 
 /**

@@ -182,7 +182,7 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     const reference = booleanOption(optionsObject(options).reference, 'reference', this.#reference);
     const stack = callerStack();
     try {
-      const ref = await this.#imageRef(image, reference);
+      const ref = await this.#imageRef(image);
       const { handle, width, height } = (await this.#call({ type: 'open', image: ref, options: { reference } }, undefined, undefined)) as { handle: number } & OpenedImage;
       const opened: OpenedImage = Object.freeze({ width, height });
       this.#opened.set(opened, handle);
@@ -229,20 +229,24 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     const { onText, signal: _signal, ...plain } = optionsObject(options);
     const stack = callerStack();
     try {
-      const ref = await this.#imageRef(image, config.reference);
+      const ref = await this.#imageRef(image);
       return await this.#call({ type, image: ref, question, options: plain }, onText, config.signal);
     } catch (error) {
       return rethrowWithCallerStack(error, stack);
     }
   }
 
-  /** How the child gets an image: a handle it opened, the input itself, or a sharp pipeline's pixels. */
-  async #imageRef(image: ImageInput | OpenedImage, reference: boolean): Promise<ImageRef> {
+  /**
+   * How the child gets an image: a handle it opened, the input itself, or a sharp pipeline's
+   * pixels as stored with their EXIF orientation, so that the child turns them as it would have
+   * turned the pipeline (in either mode, now or when asked again in the other).
+   */
+  async #imageRef(image: ImageInput | OpenedImage): Promise<ImageRef> {
     const handle = this.#opened.get(image as OpenedImage);
     if (handle !== undefined) return { opened: handle };
     if (typeof image !== 'object' || image === null || !isSharp(image)) return { input: image as string | Uint8Array | RawImageInput };
-    const { image: decoded } = await loadImageWithOrientation(image, { maxPixels: this.#maxPixels, applyOrientation: !reference });
-    return { input: { ...decoded, channels: 3 } };
+    const { image: stored, orientation } = await loadImageWithOrientation(image, { maxPixels: this.#maxPixels, applyOrientation: false });
+    return { input: { ...stored, channels: 3, orientation } };
   }
 
   /** Sends a request and resolves with the child's answer; `callback` gets what the child streams. */

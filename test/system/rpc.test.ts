@@ -11,6 +11,8 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 
+import sharp from 'sharp';
+
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
 import type { AskResult } from '../../lib/procedure/types';
@@ -143,6 +145,19 @@ describe('rpcServers: the layers on two rpc-servers on 127.0.0.1', function () {
       assert.deepEqual(Array.from((actual[0] as { turn: { tokens: Int32Array } }).turn.tokens), Array.from((expected[0] as { turn: { tokens: Int32Array } }).turn.tokens));
       assert.deepEqual(essence(actual[1] as AskResult), essence(expected[1] as AskResult));
       assert.equal((actual[1] as AskResult).prefixReused, true, 'the question after the baseline reused the prefix in the child');
+    });
+
+    it('a sharp pipeline of a photo stored on its side (EXIF 6), opened in one mode and asked in the other: as locally', async () => {
+      const stored = await sharp(CAT).resize(64, 40).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer();
+      for (const [openedAs, askedAs] of [[false, true], [true, false]] as const) {
+        const [localImage, remoteImage] = [await local.open(sharp(stored), { reference: openedAs }), await remote.open(sharp(stored), { reference: openedAs })];
+        assert.deepEqual(remoteImage, localImage);
+        assert.deepEqual([localImage.width, localImage.height], openedAs ? [64, 40] : [40, 64]);
+        const expected = await local.ask(localImage, QUESTION, { reference: askedAs, includeRoiImage: true });
+        const actual = await remote.ask(remoteImage, QUESTION, { reference: askedAs, includeRoiImage: true });
+        assert.deepEqual(essence(actual), essence(expected), `opened with reference ${openedAs}, asked with ${askedAs}`);
+        assert.ok(actual.roiImage!.equals(expected.roiImage!), `the same zoomed pixels (opened with reference ${openedAs}, asked with ${askedAs})`);
+      }
     });
 
     it('an AbortSignal cancels the question with ERR_ABORTED and the instance goes on; a throwing onText rejects with what it threw, as locally', async () => {
