@@ -226,27 +226,37 @@ describe('chain-of-spot rpc-server', function () {
   this.timeout(60_000);
   endStarted();
 
-  it('a port already taken: one error line, exit 1', async () => {
+  /** Runs `chain-of-spot rpc-server` on a port this test holds on 127.0.0.1, so the server cannot listen. */
+  async function onTakenPort(host: string | undefined): Promise<{ code: number; stderr: string; port: number }> {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     const { port } = taken.address() as AddressInfo;
     try {
-      const child = spawn(process.execPath, [CLI, 'rpc-server', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const args = [CLI, 'rpc-server', '--port', String(port), ...(host === undefined ? [] : ['--host', host])];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
       const [code] = (await once(child, 'exit')) as [number];
-      assert.equal(code, 1, stderr);
-      assert.match(stderr, new RegExp(`chain-of-spot: error: the RPC server cannot listen on 127\\.0\\.0\\.1:${port}: the port is taken.* \\(ERR_REMOTE\\)`));
+      return { code, stderr, port };
     } finally {
       await new Promise((resolve) => taken.close(resolve));
     }
+  }
+
+  it('a port already taken: one error line, exit 1', async () => {
+    const { code, stderr, port } = await onTakenPort(undefined);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`chain-of-spot: error: the RPC server cannot listen on 127\\.0\\.0\\.1:${port}: the port is taken.* \\(ERR_REMOTE\\)`));
   });
 
   it('says where it listens; off loopback it warns that the protocol is open', async () => {
     const local = await startRpcServer();
-    const open = await startRpcServer(['--host', '0.0.0.0']);
     assert.match(local.output(), new RegExp(`^chain-of-spot rpc-server: serving this machine's CPU \\(1 threads\\) on ${local.endpoint.replace(/\./g, '\\.')}`, 'm'));
     assert.doesNotMatch(local.output(), /warning/);
-    assert.match(open.output(), /warning: ggml's RPC protocol has no authentication or encryption/);
+    // Off loopback, on a port this test holds, so that no server is ever reachable from outside.
+    const open = await onTakenPort('0.0.0.0');
+    assert.match(open.stderr, /warning: ggml's RPC protocol has no authentication or encryption: anyone who can reach 0\.0\.0\.0:/);
+    assert.match(open.stderr, /cannot listen on 0\.0\.0\.0:\d+: the port is taken/);
+    assert.equal(open.code, 1);
   });
 });
