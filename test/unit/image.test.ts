@@ -11,6 +11,7 @@ import {
   cropRect,
   encodePng,
   loadImage,
+  loadImageWithOrientation,
   PAD_COLOUR,
   prepareOriginal,
   prepareRegion,
@@ -305,6 +306,18 @@ describe('image', () => {
       const last = img.data.subarray(img.data.length - 3);
       assert.ok(r0! > 200 && b0! < 50, `top-left should be red, got ${[...img.data.subarray(0, 3)]}`);
       assert.ok(last[2]! > 200 && last[0]! < 50, `bottom-right should be blue, got ${[...last]}`);
+    });
+
+    it('turns raw pixels by their orientation as an encoded image by its EXIF tag, and keeps them as stored without it applied', async () => {
+      const stored = patterned(16, 8);
+      const png = await sharp(stored.data, { raw: { width: 16, height: 8, channels: 3 } }).png().withMetadata({ orientation: 6 }).toBuffer();
+      for (const applyOrientation of [true, false]) {
+        const fromFile = await loadImageWithOrientation(png, { applyOrientation });
+        const fromRaw = await loadImageWithOrientation({ data: stored.data, width: 16, height: 8, channels: 3, orientation: 6 }, { applyOrientation });
+        assert.deepEqual([fromRaw.image.width, fromRaw.image.height, fromRaw.orientation], applyOrientation ? [8, 16, 6] : [16, 8, 6]);
+        assert.ok(fromRaw.image.data.equals(fromFile.image.data), `applyOrientation ${applyOrientation}`);
+      }
+      await assert.rejects(loadImage({ data: stored.data, width: 16, height: 8, channels: 3, orientation: 9 }), RangeError);
     });
 
     it('ignores an embedded ICC profile, as PIL does: the stored values come back', async () => {
