@@ -4,19 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import {
-  normalizeAnswer,
-  parseEvalData,
-  planEval,
-  readEvalData,
-  runEval,
-  scoreAnswer,
-  summarize,
-  vqaSoftAccuracy,
-  type Answerer,
-  type EvalItem,
-  type Prediction,
-} from '../../lib/eval/vqa';
+import { normalizeAnswer, scoreAnswer, vqaSoftAccuracy } from '../../lib/eval/score';
+import { parseEvalData, planEval, readEvalData, runEval, summarize, type Answerer, type EvalItem, type Prediction } from '../../lib/eval/vqa';
 
 const near = (actual: number, expected: number): void => assert.ok(Math.abs(actual - expected) < 1e-12, `${actual} is not ${expected}`);
 
