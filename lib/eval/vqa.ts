@@ -166,8 +166,14 @@ export interface EvalPlan {
   readonly out: string | undefined;
   /** How many items the run covers: all of them, or the first `limit`. */
   readonly total: number;
-  /** The predictions already in `out` (all of its lines, in order). */
+  /**
+   * The predictions already in `out` for the items this run covers, in the file's order. Lines for
+   * other items (beyond `limit`, or not in the data) stay in the file but are left out here, so a
+   * resumed run reports on the same items as a run of the same `limit` without `resume`.
+   */
   readonly done: readonly Prediction[];
+  /** How many lines of `out` are for items this run does not cover (kept in the file, not in {@link EvalPlan.done}). */
+  readonly elsewhere: number;
   /** The items still to answer, in data order. */
   readonly todo: readonly EvalItem[];
 }
@@ -176,6 +182,8 @@ export interface EvalPlan {
  * Decides what an evaluation run has to do, before any model is loaded. With `resume`, the
  * predictions already in `out` are kept and their items skipped (matched by id, or else by
  * index); a last line cut short by a crash is removed from the file and its item done again.
+ * The run covers the first `limit` items (or all), whether answered now or before (see
+ * {@link EvalPlan.done}).
  *
  * @throws ChainOfSpotError `ERR_EVAL_OUTPUT` when `out` already holds predictions and `resume` is not
  *   set, or when its lines are not predictions of the same mode.
@@ -183,9 +191,11 @@ export interface EvalPlan {
 export async function planEval(options: PlanOptions): Promise<EvalPlan> {
   const { mode, out } = options;
   const items = options.limit === undefined ? options.items : options.items.slice(0, options.limit);
-  const done = out === undefined ? [] : await readPredictions(out, mode, options.resume === true);
+  const written = out === undefined ? [] : await readPredictions(out, mode, options.resume === true);
+  const covered = new Set(items.map(itemKey));
+  const done = written.filter((prediction) => covered.has(itemKey(prediction)));
   const finished = new Set(done.map(itemKey));
-  return { mode, out, total: items.length, done, todo: items.filter((item) => !finished.has(itemKey(item))) };
+  return { mode, out, total: items.length, done, elsewhere: written.length - done.length, todo: items.filter((item) => !finished.has(itemKey(item))) };
 }
 
 async function readPredictions(file: string, mode: EvalMode, resume: boolean): Promise<Prediction[]> {
@@ -240,7 +250,7 @@ export interface RunOptions {
 
 /** What {@link runEval} did. */
 export interface EvalRun {
-  /** All predictions: those the plan found in the file, then this run's. */
+  /** The predictions of every item the plan covers: those it found in the file, then this run's. */
   predictions: Prediction[];
   /** Items answered by this run. */
   answered: number;

@@ -235,7 +235,25 @@ describe('evaluation runner', () => {
     const after = await readLines();
     assert.deepEqual(after.slice(0, 2), before, 'earlier lines untouched');
     assert.deepEqual(after.map((line) => (JSON.parse(line) as Prediction).index), [0, 1, 2, 3]);
-    assert.equal(run.predictions.length, 4, 'the run reports over the whole file');
+    assert.equal(run.predictions.length, 4, 'the run reports over every item it covers, the earlier ones included');
+  });
+
+  it('--limit with --resume covers the first `limit` items, as without --resume; the other lines stay in the file', async () => {
+    await runEval(await planEval({ items, mode: 'chain-of-spot', out }), fakeAnswerer());
+    const asked: number[] = [];
+    const plan = await planEval({ items, mode: 'chain-of-spot', out, resume: true, limit: 2 });
+    assert.deepEqual(plan.done.map((p) => p.index), [0, 1]);
+    assert.equal(plan.elsewhere, 2);
+    const run = await runEval(plan, fakeAnswerer(asked));
+    assert.deepEqual(asked, []);
+    assert.deepEqual(run.predictions.map((p) => p.index), [0, 1]);
+    // "Two" scores 1 on item 0 (2, 2, 2, two) and 0 on item 1 (red, blue, blue).
+    const summary = summarize(run.predictions);
+    assert.equal(summary.predictions, 2);
+    assert.equal(summary.vqa, 0.5);
+    assert.equal((await readLines()).length, 4, 'the lines beyond the limit are kept');
+    const fresh = await runEval(await planEval({ items, mode: 'chain-of-spot', out: path.join(dir, 'fresh.jsonl'), limit: 2 }), fakeAnswerer());
+    assert.deepEqual(summarize(fresh.predictions), summary, 'the same summary as a run of the same limit without --resume');
   });
 
   it('drops a last line cut short by a crash and redoes its item', async () => {
