@@ -260,9 +260,10 @@ export interface EvalRun {
 
 /**
  * Answers the plan's items one by one (or `concurrency` at a time), appending each prediction to
- * the plan's file as one line as soon as it is known (a whole line per write, so a crash or Ctrl-C
- * loses no finished item). An item whose image cannot be read or whose question does not fit the
- * context is recorded as failed (score 0) and the run goes on; any other failure stops it.
+ * the plan's file as one line as soon as it is known (written whole before the next, so a crash or
+ * Ctrl-C loses no finished item). An item whose image cannot be read or whose question does not fit
+ * the context is recorded as failed (score 0) and the run goes on; any other failure stops it, a
+ * line that cannot be written (`ERR_EVAL_OUTPUT`) included.
  */
 export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOptions = {}): Promise<EvalRun> {
   const signal = options.signal ?? new AbortController().signal;
@@ -293,7 +294,15 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
         }
         prediction = failedPrediction(item, plan.mode, error);
       }
-      if (fd !== undefined) writeSync(fd, `${JSON.stringify(prediction)}\n`);
+      if (fd !== undefined) {
+        try {
+          writeAll(fd, Buffer.from(`${JSON.stringify(prediction)}\n`));
+        } catch (error) {
+          // A line cut short here is what --resume drops, as after a crash.
+          fatal ??= { error: new ChainOfSpotError('ERR_EVAL_OUTPUT', `cannot write ${plan.out}: ${(error as Error).message}; make room (disk space, file size limit) and run again with --resume`, { cause: error }) };
+          return;
+        }
+      }
       predictions.push(prediction);
       answered++;
       options.onPrediction?.(prediction, item);
@@ -306,6 +315,23 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
   }
   if (fatal !== undefined) throw fatal.error;
   return { predictions, answered, interrupted: answered < plan.todo.length };
+}
+
+/** A write of part of `buffer` at the file's end, returning how many bytes it wrote (`fs.writeSync`). */
+export type WriteFunction = (fd: number, buffer: Uint8Array, offset: number, length: number) => number;
+
+/**
+ * Writes all of `bytes`: a write may take only part of them (a file size limit or a full disk
+ * reached mid-line, a pipe), and the rest goes in further writes until it is all written or one fails.
+ *
+ * @throws the write's error (EFBIG, ENOSPC, ...), or an Error when a write takes nothing.
+ */
+export function writeAll(fd: number, bytes: Uint8Array, write: WriteFunction = writeSync): void {
+  for (let offset = 0; offset < bytes.length; ) {
+    const written = write(fd, bytes, offset, bytes.length - offset);
+    if (written <= 0) throw new Error(`a write took none of the ${bytes.length - offset} bytes left`);
+    offset += written;
+  }
 }
 
 function predictionOf(item: EvalItem, mode: EvalMode, result: EvalAnswer): Prediction {
