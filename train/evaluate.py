@@ -12,12 +12,14 @@ box is read back only when turn one's text is exactly the grammar's format (BOX_
 format as BOX_PATTERN), else the region is the whole padded image. Where each greedy token of
 turn one is one the grammar admits and the box is followed by </s>, the two generate the same
 tokens; where the model strays, the grammar keeps the SDK's box well formed and PyTorch falls back
-(the rate of well-formed boxes is reported). Reported:
-exact-match accuracy of both, the rate of turn-one boxes with IoU >= 0.5 against the true box
-(also per background kind and per tag colour), and, with --package, the same for the package
-plus how often the package's outputs equal PyTorch's and the largest logit difference on the
-questions the run recorded logits for. With --package it waits for RUN_JSONL.done (package-run.js
-writes it last) and fails if process PID ends first or SECONDS (default 3600) pass.
+(the rate of well-formed boxes is reported).
+
+Reported: exact-match accuracy of both, the rate of turn-one boxes with IoU >= 0.5 against the
+true box (also per background kind and per tag colour), and, with --package, the same for the
+package plus how often the package's outputs equal PyTorch's and the largest logit difference on
+the questions the run recorded logits for. With --package it waits, after PyTorch's run, for
+RUN_JSONL.done (package-run.js writes it last) and fails if process PID ends first or SECONDS
+(default 3600) pass.
 """
 import argparse
 import json
