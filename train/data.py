@@ -3,6 +3,7 @@ model sees, bit for bit as the package prepares it (lib/image/image.ts): the ima
 square of (122, 116, 104) and resized with Pillow's bicubic filter; a region cropped from that
 square at round-half-even(side * coordinate) (black outside the square, as PIL's crop), padded to
 a square again and resized the same way."""
+import hashlib
 import json
 import multiprocessing
 import os
@@ -196,15 +197,33 @@ def _prepare_pixels(scenes_dir, qs, size, crops_per_question, seed, jitters, wor
     )
 
 
+def _pixels_key(scenes_dir, size, crops_per_question, seed, jitters):
+    """What the cached pixels of a set depend on: its questions file and the stamp run.sh writes
+    beside it (the scenes' count, seed, photos and generator), the image size, crops and jitter."""
+    digest = hashlib.sha256()
+    for name in ("questions.jsonl", "questions.jsonl.stamp"):
+        path = os.path.join(scenes_dir, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return json.dumps(dict(scenes=digest.hexdigest(), size=size, crops=crops_per_question, seed=seed, jitters=list(jitters)))
+
+
 def prepare_set(scenes_dir, size, patch, crops_per_question, seed, cache_path, jitters=(0.012, 0.035), workers=2):
-    """Pixels and labels of a generated set. The pixels are cached as .npz; the labels are computed
-    from the questions on every call, so changing them needs no new pixels."""
+    """Pixels and labels of a generated set. The pixels are cached as .npz, with the key of what
+    they were made from (see _pixels_key): a cache of other scenes or settings is made again. The
+    labels are computed from the questions on every call, so changing them needs no new pixels."""
     qs = load_questions(os.path.join(scenes_dir, "questions.jsonl"))
+    key = _pixels_key(scenes_dir, size, crops_per_question, seed, jitters)
+    ds = None
     if os.path.exists(cache_path):
-        d = np.load(cache_path, allow_pickle=True)
-        ds = {k: d[k] for k in ("originals", "regions", "image_of", "ids", "answers")}
-    else:
+        with np.load(cache_path, allow_pickle=True) as d:
+            if "key" in d.files and str(d["key"]) == key:
+                ds = {k: d[k] for k in ("originals", "regions", "image_of", "ids", "answers")}
+        if ds is None:
+            print(f"{cache_path} was made from other scenes or settings: preparing the pixels again", flush=True)
+    if ds is None:
         ds = _prepare_pixels(scenes_dir, qs, size, crops_per_question, seed, jitters, workers)
-        np.savez(cache_path, **ds)
+        np.savez(cache_path, key=np.array(key), **ds)
     ds.update(_labels(qs, len(ds["originals"]), ds["image_of"], size, patch, crops_per_question, seed, jitters))
     return ds

@@ -1,19 +1,31 @@
 """Scores the demo model on a scenes set, in PyTorch and (with --package) as the package ran it.
 
-  /usr/bin/python3 train/evaluate.py CHECKPOINT SCENES_DIR TOKENS_JSONL VOCAB_JSON [--package RUN_JSONL] [--out REPORT_JSON]
+  /usr/bin/python3 train/evaluate.py CHECKPOINT SCENES_DIR TOKENS_JSONL VOCAB_JSON
+      [--package RUN_JSONL [--package-pid PID] [--package-timeout SECONDS]] [--out REPORT_JSON]
 
-PyTorch runs both conversations greedily, unconstrained, as the SDK runs them: turn one from the
-original image, its box read back (fallback: the whole padded image), the region cropped and zoomed
-exactly as lib/image/image.ts does (Pillow), turn two continuing the same sequence; the baseline is
-one plain turn. Reported: exact-match accuracy of both, the rate of turn-one boxes with IoU >= 0.5
-against the true box (also per background kind and per tag colour), and, with --package, the same
-for the package plus how often the package's outputs equal PyTorch's and the largest logit
-difference on the questions the run recorded logits for.
+PyTorch runs both conversations greedily from the same token ids as the SDK (train/tokenize.js):
+turn one from the original image (up to 48 tokens), the region cropped and zoomed exactly as
+lib/image/image.ts does (Pillow), turn two continuing the same sequence (up to 16 tokens); the
+baseline is one plain turn. Turn one is unconstrained here, where the SDK (package-run.js asks
+with the defaults) generates it under the box grammar (BOX_GRAMMAR, lib/procedure/box.ts). So a
+box is read back only when turn one's text is exactly the grammar's format (BOX_RE, the same
+format as BOX_PATTERN), else the region is the whole padded image. Where each greedy token of
+turn one is one the grammar admits and the box is followed by </s>, the two generate the same
+tokens; where the model strays, the grammar keeps the SDK's box well formed and PyTorch falls back
+(the rate of well-formed boxes is reported).
+
+Reported: exact-match accuracy of both, the rate of turn-one boxes with IoU >= 0.5 against the
+true box (also per background kind and per tag colour), and, with --package, the same for the
+package plus how often the package's outputs equal PyTorch's and the largest logit difference on
+the questions the run recorded logits for. With --package it waits, after PyTorch's run, for
+RUN_JSONL.done (package-run.js writes it last) and fails if process PID ends first or SECONDS
+(default 3600) pass.
 """
 import argparse
 import json
 import os
 import re
+import sys
 import time
 
 import numpy as np
@@ -22,7 +34,7 @@ from PIL import Image
 
 import data
 from export import load
-from model import Vision
+from package_wait import wait_for_package
 
 EOS = 2
 BOX_RE = re.compile(r"^ ?\[(0\.0|1\.0|0\.[0-9]{0,2}[1-9]), (0\.0|1\.0|0\.[0-9]{0,2}[1-9]), (0\.0|1\.0|0\.[0-9]{0,2}[1-9]), (0\.0|1\.0|0\.[0-9]{0,2}[1-9])\]$")
@@ -111,6 +123,8 @@ def main():
     ap.add_argument("tokens")
     ap.add_argument("vocab")
     ap.add_argument("--package")
+    ap.add_argument("--package-pid", type=int, help="package-run.js's process: the wait fails if it ends without finishing")
+    ap.add_argument("--package-timeout", type=float, default=3600, help="seconds to wait for the package's run after PyTorch's")
     ap.add_argument("--out")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -141,8 +155,10 @@ def main():
             print(f"{i + 1}/{len(qs)} {time.time() - t0:.0f}s cos {np.mean([r['cos_ok'] for r in rows]):.3f} base {np.mean([r['base_ok'] for r in rows]):.3f}", flush=True)
     pkg = {}
     if args.package:
-        while not os.path.exists(args.package + ".done"):
-            time.sleep(5)
+        try:
+            wait_for_package(args.package, pid=args.package_pid, timeout=args.package_timeout)
+        except RuntimeError as error:
+            sys.exit(f"evaluate.py: {error}")
         with open(args.package) as f:
             for line in f:
                 if line.strip():

@@ -1,6 +1,10 @@
 """Trains the Chain-of-Spot demo model (see train/README.md).
 
-Stages (each checkpointed to --work, resumable with --resume):
+Stages, each checkpointed to --work (stage-a.pt, stage-b.pt). There is no resume flag: a run that
+finds a stage's checkpoint there continues from it, whatever data and options made it (delete it,
+or choose another --work, to start over; train/run.sh moves checkpoints of other data or options
+aside itself). The pixels of the set are cached beside them (train-SIZE.npz) and made again when
+the scenes or the settings that shaped them change (data.prepare_set).
   A  vision tower alone, with throw-away dense heads: per patch of the whole view the tag's colour,
      shape and box (l, t, r, b in hundredths); per patch of a zoomed region the tag's digit.
   B  vision frozen (its features computed once), projector + text model on both conversations:

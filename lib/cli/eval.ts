@@ -13,7 +13,9 @@ export async function evaluate(command: Extract<Command, { command: 'eval' }>, s
   const mode = command.baseline ? 'baseline' : 'chain-of-spot';
   const plan = await planEval({ items, mode, limit: command.limit, out: command.out, resume: command.resume });
   const already = plan.total - plan.todo.length;
-  process.stderr.write(`${plan.total} questions from ${command.data}${already > 0 ? `, ${already} already in ${command.out}` : ''}, ${plan.todo.length} to answer (${mode}${command.reference ? ', reference mode' : ''})\n`);
+  // The summary covers these plan.total questions; lines for others (a longer earlier run) are kept, not counted.
+  const elsewhere = plan.elsewhere > 0 ? ` (${plan.elsewhere} more lines in ${command.out} are for other questions: kept, not summarised)` : '';
+  process.stderr.write(`${plan.total} questions from ${command.data}${already > 0 ? `, ${already} already in ${command.out}` : ''}, ${plan.todo.length} to answer (${mode}${command.reference ? ', reference mode' : ''})${elsewhere}\n`);
 
   let summary: EvalSummary;
   let interrupted = false;

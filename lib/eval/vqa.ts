@@ -1,9 +1,7 @@
 /**
- * VQA scoring and the resumable evaluation runner behind `chain-of-spot eval`.
- *
- * Scoring follows the official VQA evaluation (GT-Vision-Lab/VQA, `vqaEval.py`): answers are
- * normalised (punctuation, number words, articles, contractions) and a prediction earns
- * `min(#humans who gave it / 3, 1)`.
+ * The resumable evaluation runner behind `chain-of-spot eval`: the data file, the plan (what is
+ * done, what is left), the run that appends predictions line by line, and the summary. Each
+ * prediction is scored by ./score (VQA accuracy).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { readFile, truncate } from 'node:fs/promises';
@@ -12,129 +10,7 @@ import path from 'node:path';
 import type { RegionOfInterest } from '../procedure/types';
 import { ChainOfSpotError } from '../common/errors';
 import { boxIou, type Box } from '../image/geometry';
-
-// --- scoring -------------------------------------------------------------------------------------
-
-/** vqaEval.py's contractions table: a word written without its apostrophes gets them back. */
-const CONTRACTIONS = new Map<string, string>(Object.entries({
-  aint: "ain't", arent: "aren't", cant: "can't", couldve: "could've", couldnt: "couldn't",
-  "couldn'tve": "couldn't've", "couldnt've": "couldn't've", didnt: "didn't", doesnt: "doesn't", dont: "don't", hadnt: "hadn't",
-  "hadnt've": "hadn't've", "hadn'tve": "hadn't've", hasnt: "hasn't", havent: "haven't", hed: "he'd", "hed've": "he'd've",
-  "he'dve": "he'd've", hes: "he's", howd: "how'd", howll: "how'll", hows: "how's", "Id've": "I'd've", "I'dve": "I'd've",
-  Im: "I'm", Ive: "I've", isnt: "isn't", itd: "it'd", "itd've": "it'd've", "it'dve": "it'd've", itll: "it'll", "let's": "let's",
-  maam: "ma'am", mightnt: "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've", mightve: "might've",
-  mustnt: "mustn't", mustve: "must've", neednt: "needn't", notve: "not've", oclock: "o'clock", oughtnt: "oughtn't",
-  "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", shant: "shan't", "shed've": "she'd've", "she'dve": "she'd've",
-  "she's": "she's", shouldve: "should've", shouldnt: "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
-  "somebody'd": 'somebodyd', "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", somebodyll: "somebody'll",
-  somebodys: "somebody's", someoned: "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
-  someonell: "someone'll", someones: "someone's", somethingd: "something'd", "somethingd've": "something'd've",
-  "something'dve": "something'd've", somethingll: "something'll", thats: "that's", thered: "there'd", "thered've": "there'd've",
-  "there'dve": "there'd've", therere: "there're", theres: "there's", theyd: "they'd", "theyd've": "they'd've",
-  "they'dve": "they'd've", theyll: "they'll", theyre: "they're", theyve: "they've", twas: "'twas", wasnt: "wasn't",
-  "wed've": "we'd've", "we'dve": "we'd've", weve: "we've", werent: "weren't", whatll: "what'll", whatre: "what're",
-  whats: "what's", whatve: "what've", whens: "when's", whered: "where'd", wheres: "where's", whereve: "where've",
-  whod: "who'd", "whod've": "who'd've", "who'dve": "who'd've", wholl: "who'll", whos: "who's", whove: "who've", whyll: "why'll",
-  whyre: "why're", whys: "why's", wont: "won't", wouldve: "would've", wouldnt: "wouldn't", "wouldnt've": "wouldn't've",
-  "wouldn'tve": "wouldn't've", yall: "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
-  "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", youd: "you'd", "youd've": "you'd've", "you'dve": "you'd've",
-  youll: "you'll", youre: "you're", youve: "you've",
-}));
-
-const NUMBER_WORDS = new Map<string, string>([
-  ['none', '0'], ['zero', '0'], ['one', '1'], ['two', '2'], ['three', '3'], ['four', '4'],
-  ['five', '5'], ['six', '6'], ['seven', '7'], ['eight', '8'], ['nine', '9'], ['ten', '10'],
-]);
-
-const ARTICLES = new Set(['a', 'an', 'the']);
-
-const PUNCTUATION = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!'];
-
-// vqaEval.py's `(?!<=\d)` was meant as a lookbehind but is a lookahead that always holds, so the
-// rule it applies, and this one with it, is: drop every full stop not followed by a digit.
-const PERIOD_STRIP = /(?!<=\d)(\.)(?!\d)/g;
-const COMMA_STRIP = /(\d)(,)(\d)/;
-
-/** vqaEval.py's `processPunctuation`. */
-function processPunctuation(text: string): string {
-  // A mark next to a space, or any mark in a text with a digit-comma-digit, is dropped; otherwise it becomes a space.
-  const dropAll = COMMA_STRIP.test(text);
-  let out = text;
-  for (const mark of PUNCTUATION) {
-    const drop = dropAll || text.includes(`${mark} `) || text.includes(` ${mark}`);
-    out = out.split(mark).join(drop ? '' : ' ');
-  }
-  return out.replace(PERIOD_STRIP, '');
-}
-
-/** vqaEval.py's `processDigitArticle`. */
-function processDigitArticle(text: string): string {
-  return text
-    .toLowerCase()
-    .split(/\s+/)
-    .filter((word) => word.length > 0)
-    .map((word) => NUMBER_WORDS.get(word) ?? word)
-    .filter((word) => !ARTICLES.has(word))
-    .map((word) => CONTRACTIONS.get(word) ?? word)
-    .join(' ');
-}
-
-/**
- * An answer normalised as the official VQA evaluation does: newlines and tabs to spaces, trimmed,
- * punctuation removed (or turned into spaces), lower-cased, number words up to ten written as
- * digits (`two` → `2`), articles removed, and contractions given their apostrophes (`dont` → `don't`).
- * `"Two."` → `"2"`, `"a dog"` → `"dog"`, `"yes."` → `"yes"`.
- */
-export function normalizeAnswer(answer: string): string {
-  if (typeof answer !== 'string') throw new TypeError(`answer must be a string, got ${typeof answer}`);
-  return processDigitArticle(processPunctuation(answer.replace(/[\n\t]/g, ' ').trim()));
-}
-
-/** How one prediction scores against the human answers. */
-export interface AnswerScore {
-  /** VQA soft accuracy: `min(#human answers equal to the prediction / 3, 1)`, after normalisation. */
-  vqa: number;
-  /**
-   * The same, averaged over the subsets that leave one human answer out (the 10 choose 9 subsets
-   * of VQAv2's ten answers), as the official evaluation reports it: 3 matching answers of 10
-   * score 0.9 here and 1 in {@link AnswerScore.vqa}. With a single human answer there is no subset
-   * to leave one out of, and it equals `vqa`.
-   */
-  vqaAveraged: number;
-  /** The normalised prediction equals the most frequent normalised human answer (any of them, on a tie). */
-  exact: boolean;
-}
-
-/**
- * Scores a prediction against the human answers (see {@link AnswerScore}). Both sides are
- * normalised with {@link normalizeAnswer}. (The official script normalises the human answers only
- * when they disagree, relying on its data being normalised already; hand-made data is not.)
- *
- * @throws TypeError when an answer is not a string; RangeError when there are no human answers.
- */
-export function scoreAnswer(prediction: string, answers: readonly string[]): AnswerScore {
-  if (!Array.isArray(answers)) throw new TypeError('answers must be an array of strings');
-  if (answers.length === 0) throw new RangeError('answers must hold at least one human answer');
-  const predicted = normalizeAnswer(prediction);
-  const normalized = answers.map(normalizeAnswer);
-  const matching = normalized.filter((answer) => answer === predicted).length;
-  const soft = (count: number): number => Math.min(count / 3, 1);
-  const leaveOneOut = normalized.map((answer) => soft(matching - (answer === predicted ? 1 : 0)));
-  const vqaAveraged = answers.length < 2 ? soft(matching) : leaveOneOut.reduce((sum, value) => sum + value, 0) / answers.length;
-  return { vqa: soft(matching), vqaAveraged, exact: mostFrequent(normalized).has(predicted) };
-}
-
-/** VQA soft accuracy of one prediction: `min(#matching human answers / 3, 1)` (see {@link scoreAnswer}). */
-export function vqaSoftAccuracy(prediction: string, answers: readonly string[]): number {
-  return scoreAnswer(prediction, answers).vqa;
-}
-
-function mostFrequent(values: readonly string[]): Set<string> {
-  const counts = new Map<string, number>();
-  for (const value of values) counts.set(value, (counts.get(value) ?? 0) + 1);
-  const top = Math.max(...counts.values());
-  return new Set([...counts].filter(([, count]) => count === top).map(([value]) => value));
-}
+import { scoreAnswer, type AnswerScore } from './score';
 
 // --- data ----------------------------------------------------------------------------------------
 
@@ -290,8 +166,14 @@ export interface EvalPlan {
   readonly out: string | undefined;
   /** How many items the run covers: all of them, or the first `limit`. */
   readonly total: number;
-  /** The predictions already in `out` (all of its lines, in order). */
+  /**
+   * The predictions already in `out` for the items this run covers, in the file's order. Lines for
+   * other items (beyond `limit`, or not in the data) stay in the file but are left out here, so a
+   * resumed run reports on the same items as a run of the same `limit` without `resume`.
+   */
   readonly done: readonly Prediction[];
+  /** How many lines of `out` are for items this run does not cover (kept in the file, not in {@link EvalPlan.done}). */
+  readonly elsewhere: number;
   /** The items still to answer, in data order. */
   readonly todo: readonly EvalItem[];
 }
@@ -300,6 +182,8 @@ export interface EvalPlan {
  * Decides what an evaluation run has to do, before any model is loaded. With `resume`, the
  * predictions already in `out` are kept and their items skipped (matched by id, or else by
  * index); a last line cut short by a crash is removed from the file and its item done again.
+ * The run covers the first `limit` items (or all), whether answered now or before (see
+ * {@link EvalPlan.done}).
  *
  * @throws ChainOfSpotError `ERR_EVAL_OUTPUT` when `out` already holds predictions and `resume` is not
  *   set, or when its lines are not predictions of the same mode.
@@ -307,9 +191,11 @@ export interface EvalPlan {
 export async function planEval(options: PlanOptions): Promise<EvalPlan> {
   const { mode, out } = options;
   const items = options.limit === undefined ? options.items : options.items.slice(0, options.limit);
-  const done = out === undefined ? [] : await readPredictions(out, mode, options.resume === true);
+  const written = out === undefined ? [] : await readPredictions(out, mode, options.resume === true);
+  const covered = new Set(items.map(itemKey));
+  const done = written.filter((prediction) => covered.has(itemKey(prediction)));
   const finished = new Set(done.map(itemKey));
-  return { mode, out, total: items.length, done, todo: items.filter((item) => !finished.has(itemKey(item))) };
+  return { mode, out, total: items.length, done, elsewhere: written.length - done.length, todo: items.filter((item) => !finished.has(itemKey(item))) };
 }
 
 async function readPredictions(file: string, mode: EvalMode, resume: boolean): Promise<Prediction[]> {
@@ -364,7 +250,7 @@ export interface RunOptions {
 
 /** What {@link runEval} did. */
 export interface EvalRun {
-  /** All predictions: those the plan found in the file, then this run's. */
+  /** The predictions of every item the plan covers: those it found in the file, then this run's. */
   predictions: Prediction[];
   /** Items answered by this run. */
   answered: number;
@@ -374,9 +260,10 @@ export interface EvalRun {
 
 /**
  * Answers the plan's items one by one (or `concurrency` at a time), appending each prediction to
- * the plan's file as one line as soon as it is known (a whole line per write, so a crash or Ctrl-C
- * loses no finished item). An item whose image cannot be read or whose question does not fit the
- * context is recorded as failed (score 0) and the run goes on; any other failure stops it.
+ * the plan's file as one line as soon as it is known (written whole before the next, so a crash or
+ * Ctrl-C loses no finished item). An item whose image cannot be read or whose question does not fit
+ * the context is recorded as failed (score 0) and the run goes on; any other failure stops it, a
+ * line that cannot be written (`ERR_EVAL_OUTPUT`) included.
  */
 export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOptions = {}): Promise<EvalRun> {
   const signal = options.signal ?? new AbortController().signal;
@@ -407,7 +294,15 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
         }
         prediction = failedPrediction(item, plan.mode, error);
       }
-      if (fd !== undefined) writeSync(fd, `${JSON.stringify(prediction)}\n`);
+      if (fd !== undefined) {
+        try {
+          writeAll(fd, Buffer.from(`${JSON.stringify(prediction)}\n`));
+        } catch (error) {
+          // A line cut short here is what --resume drops, as after a crash.
+          fatal ??= { error: new ChainOfSpotError('ERR_EVAL_OUTPUT', `cannot write ${plan.out}: ${(error as Error).message}; make room (disk space, file size limit) and run again with --resume`, { cause: error }) };
+          return;
+        }
+      }
       predictions.push(prediction);
       answered++;
       options.onPrediction?.(prediction, item);
@@ -420,6 +315,23 @@ export async function runEval(plan: EvalPlan, answer: Answerer, options: RunOpti
   }
   if (fatal !== undefined) throw fatal.error;
   return { predictions, answered, interrupted: answered < plan.todo.length };
+}
+
+/** A write of part of `buffer` at the file's end, returning how many bytes it wrote (`fs.writeSync`). */
+export type WriteFunction = (fd: number, buffer: Uint8Array, offset: number, length: number) => number;
+
+/**
+ * Writes all of `bytes`: a write may take only part of them (a file size limit or a full disk
+ * reached mid-line, a pipe), and the rest goes in further writes until it is all written or one fails.
+ *
+ * @throws the write's error (EFBIG, ENOSPC, ...), or an Error when a write takes nothing.
+ */
+export function writeAll(fd: number, bytes: Uint8Array, write: WriteFunction = writeSync): void {
+  for (let offset = 0; offset < bytes.length; ) {
+    const written = write(fd, bytes, offset, bytes.length - offset);
+    if (written <= 0) throw new Error(`a write took none of the ${bytes.length - offset} bytes left`);
+    offset += written;
+  }
 }
 
 function predictionOf(item: EvalItem, mode: EvalMode, result: EvalAnswer): Prediction {

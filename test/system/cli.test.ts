@@ -265,8 +265,26 @@ describe('command line', function () {
         const alone = path.join(dir, 'alone.jsonl');
         const evaluated = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4', '--out', alone]);
         assert.equal(evaluated.code, 0, evaluated.stderr);
-        assert.match(evaluated.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
-        assert.match(evaluated.stdout, /^Region: {7}\d+\.\d\d % with IoU >= 0\.5 against the true box \(mean IoU \d\.\d{3}, 3 questions\)$/m);
+        // The summary, worked out here from the written predictions and the true boxes and digits.
+        const truth = (await readFile(path.join(dir, 'questions.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { box: number[]; answers: string[] });
+        const rows = (await readFile(alone, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
+        assert.deepEqual(rows.map((row) => row.index), [0, 1, 2]);
+        const ious = rows.map((row) => {
+          const { left, top, right, bottom } = row.region!.box;
+          const [l, t, r, b] = truth[row.index]!.box as [number, number, number, number];
+          const overlap = Math.max(0, Math.min(right, r) - Math.max(left, l)) * Math.max(0, Math.min(bottom, b) - Math.max(top, t));
+          const iou = overlap / ((right - left) * (bottom - top) + (r - l) * (b - t) - overlap);
+          assert.ok(Math.abs(row.iou! - iou) < 1e-4, `question ${row.index}: IoU ${row.iou} written, ${iou} by hand`);
+          return iou;
+        });
+        const percent = (part: number): string => `${(100 * part).toFixed(2)} %`;
+        const read = rows.filter((row) => row.answer!.trim() === truth[row.index]!.answers[0]).length / 3;
+        assert.match(evaluated.stdout, new RegExp(`^Exact match: {2}${percent(read)}$`, 'm'));
+        // One human answer: a match scores min(1 / 3, 1).
+        assert.match(evaluated.stdout, new RegExp(`^VQA accuracy: ${percent(read / 3)} `, 'm'));
+        const hits = ious.filter((iou) => iou >= 0.5).length / 3;
+        const meanIou = (ious.reduce((sum, iou) => sum + iou, 0) / 3).toFixed(3);
+        assert.match(evaluated.stdout, new RegExp(`^Region: {7}${percent(hits)} with IoU >= 0\\.5 against the true box \\(mean IoU ${meanIou}, 3 questions\\)$`, 'm'));
         // --parallel: the three questions decoded together give the same predictions.
         const together = path.join(dir, 'together.jsonl');
         const parallel = await cli(['eval', path.join(dir, 'questions.jsonl'), '--demo-model', '--max-tokens', '4', '--parallel', '3', '--out', together]);
@@ -328,7 +346,8 @@ describe('command line', function () {
       return { lines, predictions: lines.map((line) => JSON.parse(line) as Prediction) };
     };
 
-    it('writes one prediction per question and reports the accuracy', async () => {
+    it('writes one prediction per question and reports the accuracy', async function () {
+      this.timeout(120_000);
       const outcome = await cli(['eval', data, ...model, '--out', out]);
       assert.equal(outcome.code, 0, outcome.stderr);
       const { predictions } = await readPredictions();
@@ -338,15 +357,33 @@ describe('command line', function () {
         assert.equal(typeof prediction.answer, 'string');
         assert.ok(prediction.region && ['model', 'fallback'].includes(prediction.region.source));
         assert.ok(prediction.timings!.totalMs > 0);
-        assert.ok(prediction.score && prediction.score.vqa >= 0 && prediction.score.vqa <= 1);
       }
       assert.match(outcome.stdout, /^Predictions: {2}3 in .*pred\.jsonl \(3 with human answers, 0 failed\)$/m);
-      assert.match(outcome.stdout, /^VQA accuracy: \d+\.\d\d % \(official average/m);
-      assert.match(outcome.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
       assert.match(outcome.stderr, /^3 questions from .*, 3 to answer \(chain-of-spot\)$/m);
+
+      // The random model's answers match nothing; ask again with human answers that hold them, so
+      // the scores are known: all three humans gave the first answer, one of three the second, none the third.
+      const answers = predictions.map((p) => p.answer!);
+      const lines = (await readFile(data, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const humans = [[answers[0], answers[0], answers[0]], [answers[1], 'zzz', 'zzz'], ['zzz']];
+      await writeFile(data, lines.map((line, i) => JSON.stringify({ ...line, answers: humans[i] })).join('\n') + '\n');
+      const scored = path.join(dir, 'scored.jsonl');
+      const again = await cli(['eval', data, ...model, '--out', scored]);
+      assert.equal(again.code, 0, again.stderr);
+      const rescored = (await readFile(scored, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
+      assert.deepEqual(rescored.map((p) => p.answer), answers, 'the same questions, the same answers');
+      assert.deepEqual(rescored.map((p) => p.score), [
+        { vqa: 1, vqaAveraged: 2 / 3, exact: true }, // every leave-one-out subset keeps 2 of 3
+        { vqa: 1 / 3, vqaAveraged: 2 / 9, exact: false }, // subsets: 0, 1/3, 1/3; "zzz" is the most frequent
+        { vqa: 0, vqaAveraged: 0, exact: false },
+      ]);
+      // Means over the three: (1 + 1/3 + 0) / 3, (2/3 + 2/9 + 0) / 3, 1 / 3.
+      assert.match(again.stdout, /^VQA accuracy: 44\.44 % \(official average over the leave-one-answer-out subsets: 29\.63 %\)$/m);
+      assert.match(again.stdout, /^Exact match: {2}33\.33 %$/m);
     });
 
-    it('--limit, then --resume: every question once, the earlier line untouched', async () => {
+    it('--limit, then --resume: every question once, the earlier line untouched, the same predictions as one run', async function () {
+      this.timeout(120_000);
       const first = await cli(['eval', data, ...model, '--out', out, '--limit', '1']);
       assert.equal(first.code, 0, first.stderr);
       const before = await readPredictions();
@@ -361,7 +398,20 @@ describe('command line', function () {
       const after = await readPredictions();
       assert.equal(after.lines[0], before.lines[0]);
       assert.deepEqual(after.predictions.map((p) => p.index), [0, 1, 2]);
-      assert.match(resumed.stdout, /^Predictions: {2}3 in /m, 'the summary covers the whole file');
+      assert.match(resumed.stdout, /^Predictions: {2}3 in /m, 'the summary covers every question');
+      // It went on where it stopped: the same predictions as a run that was never stopped.
+      const whole = path.join(dir, 'whole.jsonl');
+      assert.equal((await cli(['eval', data, ...model, '--out', whole])).code, 0);
+      const unstopped = (await readFile(whole, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
+      const withoutTimes = (predictions: Prediction[]): unknown[] => predictions.map(({ timings, ...rest }) => ({ ...rest, timed: timings !== null }));
+      assert.deepEqual(withoutTimes(after.predictions), withoutTimes(unstopped));
+
+      // --limit 1 with --resume reports on the first question, as the first run did, and keeps the file.
+      const limited = await cli(['eval', data, ...model, '--out', out, '--limit', '1', '--resume']);
+      assert.equal(limited.code, 0, limited.stderr);
+      assert.equal(limited.stdout, first.stdout, 'the summary of the same one prediction');
+      assert.match(limited.stderr, /^1 questions from .*, 1 already in .*, 0 to answer \(chain-of-spot\) \(2 more lines in .* are for other questions: kept, not summarised\)$/m);
+      assert.equal((await readPredictions()).lines.length, 3);
     });
 
     it('--baseline answers in one turn, without a region', async () => {

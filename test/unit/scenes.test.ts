@@ -3,20 +3,91 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
+import sharp from 'sharp';
+
 import { paddedSquare } from '../../lib/image/geometry';
-import { formatBox } from '../../lib/procedure/box';
-import { BOX_HALF, DIGIT_HEIGHT, QUESTION_TEMPLATES, TAG_COLOURS, TAG_SIZE, renderScene, writeScenes, type SceneQuestion } from '../../lib/scenes/index';
+import { BOX_HALF, QUESTION_TEMPLATES, TAG_COLOURS, renderScene, writeScenes, type SceneQuestion } from '../../lib/scenes/index';
 import { parseEvalData } from '../../lib/eval/vqa';
 
 /** The demo model's image size (assets/demo-model): what "too small to see" is measured at. */
 const MODEL_IMAGE_SIZE = 112;
 
+type Rgb = readonly [number, number, number];
+
+/**
+ * A tag measured on an image's pixels: the bounding rectangle (pixel edges) of the largest
+ * connected region of exactly its colour, and the rows of ink (the digit's colour) enclosed by it.
+ */
+function measureTag(data: Buffer, width: number, height: number, rgb: Rgb, ink: Rgb): { left: number; top: number; right: number; bottom: number; digitHeight: number } {
+  const is = (i: number, colour: Rgb): boolean => data[3 * i] === colour[0] && data[3 * i + 1] === colour[1] && data[3 * i + 2] === colour[2];
+  const seen = new Uint8Array(width * height);
+  let best: number[] = [];
+  for (let start = 0; start < width * height; start++) {
+    if (seen[start] || !is(start, rgb)) continue;
+    const region = [start];
+    seen[start] = 1;
+    for (let k = 0; k < region.length; k++) {
+      const i = region[k]!;
+      const x = i % width;
+      for (const next of [x > 0 ? i - 1 : -1, x < width - 1 ? i + 1 : -1, i - width, i + width]) {
+        if (next >= 0 && next < width * height && !seen[next] && is(next, rgb)) {
+          seen[next] = 1;
+          region.push(next);
+        }
+      }
+    }
+    if (region.length > best.length) best = region;
+  }
+  const xs = best.map((i) => i % width);
+  const ys = best.map((i) => Math.floor(i / width));
+  const [left, right, top, bottom] = [Math.min(...xs), Math.max(...xs) + 1, Math.min(...ys), Math.max(...ys) + 1];
+  // Ink with the tag's colour both left and right of it on its row (so not background at a corner).
+  const inkRows: number[] = [];
+  for (let y = top; y < bottom; y++) {
+    const row = Array.from({ length: right - left }, (_, k) => y * width + left + k);
+    const first = row.findIndex((i) => is(i, rgb));
+    const last = row.length - 1 - [...row].reverse().findIndex((i) => is(i, rgb));
+    if (first >= 0 && row.slice(first, last).some((i) => is(i, ink))) inkRows.push(y);
+  }
+  assert.ok(inkRows.length > 0, 'no digit on the tag');
+  return { left, top, right, bottom, digitHeight: Math.max(...inkRows) - Math.min(...inkRows) + 1 };
+}
+
 describe('scenes', () => {
-  it('the digit spans 3 px or less in the whole view and 20 px or more in the zoomed tag box', () => {
-    assert.ok(DIGIT_HEIGHT * MODEL_IMAGE_SIZE <= 3, `${DIGIT_HEIGHT * MODEL_IMAGE_SIZE} px in the whole view`);
-    // The box (2 * BOX_HALF of the padded side) is zoomed to the image size.
-    assert.ok((DIGIT_HEIGHT / (2 * BOX_HALF)) * MODEL_IMAGE_SIZE >= 20 - 1e-9, `${(DIGIT_HEIGHT / (2 * BOX_HALF)) * MODEL_IMAGE_SIZE} px zoomed`);
-    assert.ok(TAG_SIZE < 2 * BOX_HALF, 'the tag fits its box');
+  it('on the written image, the digit is 3 px or less high in the whole view and 20 in the zoomed box; box_text is the box around the tag', async () => {
+    const out = await mkdtemp(path.join(tmpdir(), 'cos-scenes-'));
+    try {
+      const written = await writeScenes({ count: 12, seed: 5, out });
+      const lines = (await readFile(written.questions, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as SceneQuestion);
+      for (const line of lines) {
+        const image = await sharp(path.join(out, line.image)).raw().toBuffer({ resolveWithObject: true });
+        const { rgb, ink } = TAG_COLOURS.find((colour) => colour.name === line.tag.colour)!;
+        const tag = measureTag(image.data, image.info.width, image.info.height, rgb, ink);
+        const what = `${line.id} (${line.tag.shape})`;
+        // The padded square, worked out here: the long side, the image centred in it.
+        const side = Math.max(line.width, line.height);
+        const padLeft = Math.floor((side - line.width) / 2);
+        const padTop = Math.floor((side - line.height) / 2);
+        // The tag's centre, in hundredths of the padded side, lies on the 0.05 grid (to 2 px).
+        const centre = [(tag.left + tag.right) / 2 + padLeft, (tag.top + tag.bottom) / 2 + padTop].map((at) => (100 * at) / side);
+        const grid = centre.map((value) => 5 * Math.round(value / 5));
+        centre.forEach((value, axis) => assert.ok(Math.abs(value - grid[axis]!) < (100 * 2) / side, `${what}: centre ${value} off the grid`));
+        // Its box is the centre ± 0.07, written as Python prints round(x, 3) of it: 0.2 -> "0.2", 1 -> "1.0".
+        const python = (hundredths: number): string => (hundredths % 10 === 0 ? (hundredths / 100).toFixed(1) : (hundredths / 100).toFixed(2));
+        const [x, y] = grid as [number, number];
+        assert.equal(line.box_text, `[${python(x - 7)}, ${python(y - 7)}, ${python(x + 7)}, ${python(y + 7)}]`, what);
+        // The tag lies inside its box.
+        const [l, t, r, b] = (JSON.parse(line.box_text) as number[]).map((value, i) => value * side - (i % 2 === 0 ? padLeft : padTop));
+        assert.ok(tag.left >= l! && tag.right <= r! && tag.top >= t! && tag.bottom <= b!, `${what}: the tag outside its box`);
+        // The digit's height at the demo projector's size: the whole view, and the box zoomed (to one scene pixel).
+        const whole = (tag.digitHeight * MODEL_IMAGE_SIZE) / side;
+        const zoomed = (tag.digitHeight * MODEL_IMAGE_SIZE) / (r! - l!);
+        assert.ok(whole <= 3, `${what}: ${whole} px in the whole view`);
+        assert.ok(zoomed + MODEL_IMAGE_SIZE / (r! - l!) >= 20 && zoomed <= 22, `${what}: ${zoomed} px zoomed`);
+      }
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
   });
 
   it('renders the same scene for the same seed, and another for another seed', async () => {
@@ -62,7 +133,6 @@ describe('scenes', () => {
       for (const line of lines) {
         assert.deepEqual(line.answers, [String(line.tag.digit)]);
         assert.ok(QUESTION_TEMPLATES.some((t) => t.replace('{tag}', `${line.tag.colour} ${line.tag.shape}`) === line.question), line.question);
-        assert.equal(line.box_text, formatBox({ left: line.box[0], top: line.box[1], right: line.box[2], bottom: line.box[3] }));
       }
       assert.equal(new Set(lines.map((l) => l.id)).size, 12);
       const items = parseEvalData(await readFile(written.questions, 'utf8'), out, 'questions.jsonl');

@@ -1,22 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import {
-  normalizeAnswer,
-  parseEvalData,
-  planEval,
-  readEvalData,
-  runEval,
-  scoreAnswer,
-  summarize,
-  vqaSoftAccuracy,
-  type Answerer,
-  type EvalItem,
-  type Prediction,
-} from '../../lib/eval/vqa';
+import { normalizeAnswer, scoreAnswer, vqaSoftAccuracy } from '../../lib/eval/score';
+import { parseEvalData, planEval, readEvalData, runEval, summarize, writeAll, type Answerer, type EvalItem, type Prediction } from '../../lib/eval/vqa';
 
 const near = (actual: number, expected: number): void => assert.ok(Math.abs(actual - expected) < 1e-12, `${actual} is not ${expected}`);
 
@@ -246,7 +237,25 @@ describe('evaluation runner', () => {
     const after = await readLines();
     assert.deepEqual(after.slice(0, 2), before, 'earlier lines untouched');
     assert.deepEqual(after.map((line) => (JSON.parse(line) as Prediction).index), [0, 1, 2, 3]);
-    assert.equal(run.predictions.length, 4, 'the run reports over the whole file');
+    assert.equal(run.predictions.length, 4, 'the run reports over every item it covers, the earlier ones included');
+  });
+
+  it('--limit with --resume covers the first `limit` items, as without --resume; the other lines stay in the file', async () => {
+    await runEval(await planEval({ items, mode: 'chain-of-spot', out }), fakeAnswerer());
+    const asked: number[] = [];
+    const plan = await planEval({ items, mode: 'chain-of-spot', out, resume: true, limit: 2 });
+    assert.deepEqual(plan.done.map((p) => p.index), [0, 1]);
+    assert.equal(plan.elsewhere, 2);
+    const run = await runEval(plan, fakeAnswerer(asked));
+    assert.deepEqual(asked, []);
+    assert.deepEqual(run.predictions.map((p) => p.index), [0, 1]);
+    // "Two" scores 1 on item 0 (2, 2, 2, two) and 0 on item 1 (red, blue, blue).
+    const summary = summarize(run.predictions);
+    assert.equal(summary.predictions, 2);
+    assert.equal(summary.vqa, 0.5);
+    assert.equal((await readLines()).length, 4, 'the lines beyond the limit are kept');
+    const fresh = await runEval(await planEval({ items, mode: 'chain-of-spot', out: path.join(dir, 'fresh.jsonl'), limit: 2 }), fakeAnswerer());
+    assert.deepEqual(summarize(fresh.predictions), summary, 'the same summary as a run of the same limit without --resume');
   });
 
   it('drops a last line cut short by a crash and redoes its item', async () => {
@@ -314,6 +323,47 @@ describe('evaluation runner', () => {
     assert.equal(run.interrupted, true);
     assert.equal(run.answered, 1);
     assert.equal((await readLines()).length, 1);
+  });
+
+  it('writes the whole line when a write takes only part of it', async () => {
+    const bytes = Buffer.from(`${JSON.stringify({ index: 0, answer: 'a line longer than one write' })}\n`);
+    const fd = openSync(out, 'a');
+    const calls: number[] = [];
+    try {
+      // A real write of at most 7 bytes a call, as a pipe or a nearly full disk may do.
+      writeAll(fd, bytes, (target, buffer, offset, length) => {
+        calls.push(offset);
+        return writeSync(target, buffer, offset, Math.min(length, 7));
+      });
+    } finally {
+      closeSync(fd);
+    }
+    assert.deepEqual(await readFile(out), bytes);
+    assert.equal(calls.length, Math.ceil(bytes.length / 7));
+  });
+
+  it('a short write (the file size limit reached) fails the run with ERR_EVAL_OUTPUT; --resume drops the cut line', async function () {
+    this.timeout(20_000);
+    // Lines of about 400 bytes under a limit of 1024: the third write is cut short by the kernel.
+    const long = items.slice(0, 3).map((item) => ({ ...item, question: `${item.question} ${'x'.repeat(300)}` }));
+    const script = path.join(dir, 'limited.js');
+    await writeFile(script, `
+      const { planEval, runEval } = require(${JSON.stringify(path.resolve(__dirname, '../../lib/eval/vqa.js'))});
+      const answer = async () => ({ answer: 'Two', region: null, timings: { totalMs: 1 } });
+      planEval({ items: ${JSON.stringify(long)}, mode: 'baseline', out: ${JSON.stringify(out)} })
+        .then((plan) => runEval(plan, answer))
+        .then((run) => console.log(JSON.stringify({ answered: run.answered })), (error) => console.log(JSON.stringify({ code: error.code, message: error.message })));
+    `);
+    const printed = await new Promise<string>((resolve, reject) =>
+      execFile('bash', ['-c', 'ulimit -f 1 && exec "$0" "$1"', process.execPath, script], (error, stdout) => (error ? reject(error) : resolve(stdout))),
+    );
+    const outcome = JSON.parse(printed) as { code?: string; message?: string; answered?: number };
+    assert.equal((await stat(out)).size, 1024, 'the limit cut the third line');
+    assert.equal(outcome.code, 'ERR_EVAL_OUTPUT', `the run must not report a line it could not write: ${printed}`);
+    assert.match(outcome.message!, /cannot write .*pred\.jsonl.*--resume/);
+    const plan = await planEval({ items: long, mode: 'baseline', out, resume: true });
+    assert.deepEqual(plan.done.map((p) => p.index), [0, 1]);
+    assert.deepEqual(plan.todo.map((item) => item.index), [2]);
   });
 
   it('without an out file it only returns the predictions', async () => {
