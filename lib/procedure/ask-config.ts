@@ -1,13 +1,15 @@
 /**
- * What the local {@link ChainOfSpot} and the remote one share about a question: its options,
- * checked into one config, and the region steps (read the box, zoom into it, map it onto the
- * picture) of the mode the question runs in (this package's, or the reference's own).
+ * A question, checked into what the procedure (procedure.ts) needs to run it: its options, and
+ * everything that belongs to the model's family and the question's mode: the prompts of each
+ * turn, turn one's box grammar, and the region steps (read the box, zoom into it, map it onto the
+ * picture), this package's or the reference's own. LLaVA-1.5's are the only ones today; another
+ * family's prompts and box convention are chosen here, not in the procedure.
  */
 import type { RgbImage } from '../common/rgb-image';
 import { booleanOption, functionOption, integerOption, optionsObject, requiredString, signalOption } from '../common/validate';
 import type { ImageSize, PixelRect } from '../image/geometry';
 import { boxToPixels, prepareReferenceRegion, prepareRegion, referenceBoxToPixels } from '../image/image';
-import { parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
+import { BOX_GRAMMAR, parseBoxOrFallback, parseReferenceBoxOrFallback, type Box, type RegionBox } from './box';
 import type { AskOptions } from './types';
 import { answerContinuation, baselinePrompt, roiPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
 
@@ -16,7 +18,10 @@ export interface AskConfig {
   reference: boolean;
   maxTokens: number;
   roiMaxTokens: number;
-  grammar: boolean;
+  /** The grammar turn one's box is written under (undefined: the model writes freely). */
+  boxGrammar: string | undefined;
+  /** How turn one's answer becomes the zoomed region. */
+  steps: RegionSteps;
   includeRoiImage: boolean;
   /** Turn one's prompt and turn two's continuation, built once (a malformed instruction throws early). */
   turnOnePrompt: Prompt;
@@ -42,7 +47,8 @@ export function askConfig(question: string, options: AskOptions | undefined, def
     reference,
     maxTokens: integerOption(opts.maxTokens, 'maxTokens', 1, 1 << 20, 128),
     roiMaxTokens: integerOption(opts.roiMaxTokens, 'roiMaxTokens', 1, 1 << 20, 128),
-    grammar: booleanOption(opts.grammar, 'grammar', !reference),
+    boxGrammar: booleanOption(opts.grammar, 'grammar', !reference) ? BOX_GRAMMAR : undefined,
+    steps: reference ? REFERENCE_STEPS : PACKAGE_STEPS,
     includeRoiImage: booleanOption(opts.includeRoiImage, 'includeRoiImage', false),
     turnOnePrompt: roiPrompt(question, prompts),
     turnTwoPrompt: answerContinuation(question, prompts),
@@ -73,8 +79,3 @@ export interface RegionSteps {
 
 const PACKAGE_STEPS: RegionSteps = { read: parseBoxOrFallback, zoom: prepareRegion, toPixels: boxToPixels };
 const REFERENCE_STEPS: RegionSteps = { read: parseReferenceBoxOrFallback, zoom: prepareReferenceRegion, toPixels: referenceBoxToPixels };
-
-/** This package's region steps, or the reference's (see `reference` in {@link ChainOfSpot.ask}). */
-export function regionSteps(reference: boolean): RegionSteps {
-  return reference ? REFERENCE_STEPS : PACKAGE_STEPS;
-}

@@ -7,8 +7,7 @@
  */
 import { encodePng, type ImageInput } from '../image/image';
 import type { RgbImage } from '../common/rgb-image';
-import { regionSteps, type AskConfig } from './ask-config';
-import { BOX_GRAMMAR } from './box';
+import type { AskConfig } from './ask-config';
 import type { PreparedImages, ImageView } from './prepared-images';
 import type { ImageSlot, Prompt } from './prompt';
 import type { AskResult, BaselineResult, OpenedImage, TurnResult } from './types';
@@ -53,12 +52,12 @@ export async function askChainOfSpot<Turn extends TurnResult>(host: ProcedureHos
   // Turn one: the region of interest.
   const turnOne = await conversation.turn(config.turnOnePrompt, { original: view.model }, {
     maxTokens: config.roiMaxTokens,
-    grammar: config.grammar ? BOX_GRAMMAR : undefined,
+    grammar: config.boxGrammar,
     onText: config.onText1,
     signal,
   });
   const { original } = view;
-  const steps = regionSteps(config.reference);
+  const { steps } = config;
   const region = steps.read(turnOne.text, original);
 
   // Turn two: the zoomed region, in the same conversation.
