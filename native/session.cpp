@@ -92,6 +92,9 @@ Napi::Value Session::Create(const Napi::CallbackInfo & info) {
   params.n_batch = OptionOr<uint32_t>(options, "batchSize", 512);
   params.n_ubatch = params.n_batch;
   params.n_seq_max = std::max<uint32_t>(1, OptionOr<uint32_t>(options, "sequences", 1));
+  // llama.cpp keeps an output row per sequence, and asserts (aborting the process) that they fit
+  // n_outputs_max, n_batch by default: a batch smaller than the sequences needs more rows.
+  params.n_outputs_max = std::max(params.n_batch, params.n_seq_max);
   // lib/native/threads.ts gives the default (the physical cores); this one is for direct callers.
   const int32_t threads = OptionOr<int32_t>(options, "threads", GGML_DEFAULT_N_THREADS);
   params.n_threads = std::max(1, threads);
