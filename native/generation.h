@@ -105,6 +105,9 @@ class Generation {
 
   bool finished() const { return !finish_reason_.empty(); }
 
+  // The sequence as it was when Begin() started the generation (its position and logits).
+  const Sequence & start() const { return start_; }
+
   // No free cell in the cache the sequences share: end with what was generated (and streamed).
   void EndForContext() { finish_reason_ = "context"; }
 

@@ -85,7 +85,13 @@ void FlushPending(SessionState & state, int seq_id, bool want_logits, int * deco
 }
 
 void TruncateSequence(SessionState & state, int seq_id, int32_t position) {
-  state.generations.erase(seq_id);
+  const auto found = state.generations.find(seq_id);
+  if (found != state.generations.end()) {
+    const Sequence start = found->second->start();
+    state.generations.erase(found);
+    // Back where the generation began: the logits it began from predict again.
+    if (position == start.Position()) return Restore(state, seq_id, start);
+  }
   Sequence & sequence = state.sequences[seq_id];
   if (position >= sequence.cached) {
     sequence.pending.resize(position - sequence.cached);

@@ -41,7 +41,8 @@ void DecodeTokens(SessionState & state, int seq_id, const std::vector<llama_toke
 void FlushPending(SessionState & state, int seq_id, bool want_logits, int * decode_calls = nullptr);
 
 // Forgets a sequence from `position` on (at most its position): its generation, if one runs, its
-// pending tokens past there, and its cells in the cache.
+// pending tokens past there, and its cells in the cache. Truncated to where its generation began,
+// the sequence is as it was then, logits too.
 void TruncateSequence(SessionState & state, int seq_id, int32_t position);
 
 }  // namespace cospot

@@ -28,22 +28,26 @@ struct StepItem {
   int decodes = 0;        // batches that held tokens of this sequence
   int32_t evaluated = 0;  // kEvaluate: how many of `tokens` went into the cache
   bool done = false;      // kEvaluate: all did, with the logits; kGenerate: the generation ended
+  bool waiting = false;   // kGenerate: its tokens did not all fit the last batch, it chose none this round
   std::string text;       // kGenerate: text to stream
   std::unique_ptr<Generation> ended;  // kGenerate: the generation that ended, for its result
 };
 
 // Steps of parallel decoding: every generating sequence chooses its next token(s) and every
-// evaluating one contributes its next tokens, and all of them go through llama.cpp in ONE batch, as
-// llama-server schedules its slots. Generations live in the session between steps. While every
-// item is a generation that goes on, further steps run here without a round trip through JS (that
-// costs more than a small model's step), until one ends, new work waits (Session.interruptStep)
-// or kStepsFor has passed, so that streamed text keeps flowing.
+// evaluating one contributes its next tokens, and all of them go to llama.cpp as one batch, one
+// llama_decode, as llama-server schedules its slots. llama.cpp computes it in one pass (ubatch) when
+// the sequences share the cache (unifiedCache; n_ubatch is n_batch). With a part of the cache per
+// sequence it splits it (llama_batch_allocr::split_equal): each ubatch takes as many tokens from each
+// of a run of consecutive sequence ids, so sequences with different token counts (a prompt chunk
+// beside generations, a grammar's forced run) or out of id order take more passes. Generations live
+// in the session between steps. While every item is a generation that goes on, further steps run
+// here without a round trip through JS (that costs more than a small model's step), until one
+// ends, new work waits (Session.interruptStep) or kStepsFor has passed, so that streamed text keeps
+// flowing.
 class StepWorker : public SessionWorker {
  public:
   StepWorker(Napi::Env env, Session * owner, std::shared_ptr<SessionState> state, std::vector<StepItem> items)
-      : SessionWorker(env, "chain-of-spot:session.step", owner, std::move(state), 0), items_(std::move(items)) {
-    state_->step_interrupt.store(false);
-  }
+      : SessionWorker(env, "chain-of-spot:session.step", owner, std::move(state), 0), items_(std::move(items)) {}
 
  protected:
   static constexpr double kStepsFor = 20;  // milliseconds
@@ -71,6 +75,9 @@ class StepWorker : public SessionWorker {
       }
       if (!go_on || state_->step_interrupt.load() || state_->abort.load() || MillisecondsSince(start) >= kStepsFor) break;
     }
+    // Cleared as the step returns, not as it starts: an interrupt made while it waited in the queue
+    // (its items made already) still makes it return after one decode.
+    state_->step_interrupt.store(false);
     PauseThreads();
   }
 
@@ -116,33 +123,45 @@ class StepWorker : public SessionWorker {
     item.error_message = failure.message;
   }
 
+  // A generation that fails puts its sequence back where it began (position and logits).
+  void FailGeneration(StepItem & item, const Failure & failure) {
+    const auto found = state_->generations.find(item.seq_id);
+    if (found != state_->generations.end()) TruncateSequence(*state_, item.seq_id, found->second->start().Position());
+    Fail(item, failure);
+  }
+
   void Cancel(StepItem & item) {
     TruncateSequence(*state_, item.seq_id, std::min(item.position, state_->sequences[item.seq_id].Position()));
     item.done = true;
   }
 
-  // A generating sequence's next token(s), into its pending tokens.
+  // A generating sequence's next token(s), into its pending tokens: chosen on the logits of the
+  // tokens before them, so not while some of those still wait for a batch (they go first in this one).
   void Choose(StepItem & item) {
     try {
-      std::unique_ptr<Generation> & generation = state_->generations[item.seq_id];
       if (item.begin) {
-        if (!state_->sequences[item.seq_id].pending.empty()) {
-          throw Failure{code::kNative, "generate() needs the logits of the last token: evaluate text first"};
-        }
-        generation = std::make_unique<Generation>(*state_, item.seq_id, std::move(*item.begin));
+        state_->generations.erase(item.seq_id);  // a new generation replaces one left running
+        // After a generation its last tokens are pending: decode them first, as Session.generate does.
+        FlushPending(*state_, item.seq_id, true, &item.decodes);
+        auto generation = std::make_unique<Generation>(*state_, item.seq_id, std::move(*item.begin));
         item.begin.reset();  // started: a further step continues it
         generation->Begin();
+        state_->generations[item.seq_id] = std::move(generation);
       }
-      if (!generation) throw Failure{code::kNative, "no generation runs on sequence " + std::to_string(item.seq_id)};
-      generation->Advance();
+      const auto found = state_->generations.find(item.seq_id);
+      if (found == state_->generations.end()) {
+        throw Failure{code::kNative, "no generation runs on sequence " + std::to_string(item.seq_id)};
+      }
+      item.waiting = !state_->sequences[item.seq_id].LogitsCurrent();
+      if (!item.waiting) found->second->Advance();
     } catch (const Failure & failure) {
-      state_->generations.erase(item.seq_id);
-      Fail(item, failure);
+      FailGeneration(item, failure);
     }
   }
 
   // One llama_decode over every sequence's share of the batch; a sequence whose tokens do not all
-  // fit (n_batch) continues at the next step. Nothing changes in a sequence unless the decode worked.
+  // fit (n_batch) continues at the next step, and gets no logits in this one. Nothing changes in a
+  // sequence unless the decode worked.
   void Decode() {
     struct Share {
       StepItem * item;
@@ -155,14 +174,20 @@ class StepWorker : public SessionWorker {
     llama_batch & batch = state_->batch;
     batch.n_tokens = 0;
     std::vector<Share> shares;
-    // Generating sequences first (a token or a few each), then the evaluations, in order.
-    for (const bool generating : {true, false}) {
+    // Generating sequences first (a token or a few each): those whose tokens did not all fit the
+    // last batch before the others, so that none waits long behind them. Then the evaluations, in order.
+    enum class Pass { kWaiting, kGenerating, kEvaluating, kNone };
+    const auto pass_of = [](const StepItem & item) {
+      if (item.error_code != nullptr || item.kind == StepItem::Kind::kCancel) return Pass::kNone;
+      if (item.kind == StepItem::Kind::kEvaluate) return Pass::kEvaluating;
+      return item.waiting ? Pass::kWaiting : Pass::kGenerating;
+    };
+    for (const Pass pass : {Pass::kWaiting, Pass::kGenerating, Pass::kEvaluating}) {
       for (StepItem & item : items_) {
-        if (item.error_code != nullptr || (item.kind == StepItem::Kind::kGenerate) != generating) continue;
-        if (item.kind == StepItem::Kind::kCancel) continue;
+        if (pass_of(item) != pass) continue;
         Sequence & sequence = state_->sequences[item.seq_id];
         std::vector<llama_token> tokens = sequence.pending;
-        if (generating) {
+        if (pass != Pass::kEvaluating) {
           if (state_->generations.at(item.seq_id)->finished()) continue;  // the last tokens stay pending
         } else {
           const int32_t room = ContextRoom(*state_, sequence);
@@ -171,6 +196,10 @@ class StepWorker : public SessionWorker {
             continue;
           }
           tokens.insert(tokens.end(), item.tokens.begin(), item.tokens.end());
+          if (tokens.empty()) {
+            item.done = true;  // nothing to evaluate: the sequence stays as it is
+            continue;
+          }
         }
         const int32_t take = std::min(static_cast<int32_t>(tokens.size()), n_batch - batch.n_tokens);
         if (take <= 0) continue;
@@ -195,13 +224,19 @@ class StepWorker : public SessionWorker {
     const int32_t status = llama_decode(state_->context, batch);
     if (status != 0) {
       const Failure failure = DecodeFailure(*state_, status, capture);
+      // llama.cpp removes the cells of the ubatch that failed, not those of the ubatches before it.
+      for (const Share & share : shares) {
+        const int seq_id = share.item->seq_id;
+        llama_memory_seq_rm(llama_get_memory(state_->context), seq_id, state_->sequences[seq_id].cached, -1);
+      }
       // The session's abort (dispose, abort()) stops the whole step: it rejects, and nothing changed.
       if (failure.code == code::kAborted) throw failure;
       for (Share & share : shares) {
         if (share.item->kind == StepItem::Kind::kGenerate && failure.code == code::kContextFull) {
           state_->generations.at(share.item->seq_id)->EndForContext();
+        } else if (share.item->kind == StepItem::Kind::kGenerate) {
+          FailGeneration(*share.item, failure);
         } else {
-          if (share.item->kind == StepItem::Kind::kGenerate) state_->generations.erase(share.item->seq_id);
           Fail(*share.item, failure);
         }
       }
