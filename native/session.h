@@ -1,5 +1,8 @@
 // Session: a llama.cpp context (KV cache) over a Model, holding one or more sequences.
 // JS: lib/llama/session.ts wraps it and queues calls, so one native operation runs at a time.
+// One N-API class, in five files: its bindings (session.cpp), the decode primitives
+// (session_decode.*), the generation (generation.*), the batched step (session_step.cpp) and the
+// other workers (session_workers.cpp); session_internal.h is what they share.
 #pragma once
 
 #include <napi.h>
@@ -68,7 +71,6 @@ class Session : public NativeObject<Session, SessionState> {
  private:
   friend class SessionCreateWorker;
   friend class SessionWorker;
-  friend class StepWorker;
   Napi::Value Create(const Napi::CallbackInfo & info);
   Napi::Value Info(const Napi::CallbackInfo & info);
   Napi::Value Evaluate(const Napi::CallbackInfo & info);
@@ -85,7 +87,6 @@ class Session : public NativeObject<Session, SessionState> {
 
   // The state for a call on the JS thread: throws if disposed, not created, or busy.
   std::shared_ptr<SessionState> Ready(Napi::Env env) const;
-  int SequenceArg(Napi::Env env, const std::shared_ptr<SessionState> & state, Napi::Value value) const;
   // Copies the sequences' positions for position(), which must not read what a worker changes.
   void PublishPositions();
 

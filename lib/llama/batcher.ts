@@ -2,10 +2,13 @@
  * Parallel decoding over one session, as llama-server's continuous batching does it over its slots:
  * questions on different sequences hand their text evaluations and generations to the Batcher, and
  * each step puts every waiting sequence's next work (a prompt chunk, or the next token of a
- * generation with the tokens the grammar forces after it) into ONE llama.cpp batch
- * (Session.step). Work that arrives while a step runs joins the next one. Images are not batched:
- * their encoding is compute-bound either way, and they go through the session's queue between
- * steps, like the other operations on a sequence (truncate).
+ * generation with the tokens the grammar forces after it) into one llama.cpp batch, one
+ * llama_decode (Session.step). llama.cpp computes that in one pass when the sequences share the
+ * cache (unifiedCache); with a part of the cache per sequence, in one pass per run of consecutive
+ * sequences that bring as many tokens each (see native/session_step.cpp). Work that arrives while
+ * a step runs joins the next one. Images are not batched: their encoding is compute-bound either
+ * way, and they go through the session's queue between steps, like the other operations on a
+ * sequence (truncate).
  * @internal
  */
 import { abortedError } from '../common/errors';
@@ -27,7 +30,10 @@ interface Request {
   /** Generation: the options, until its first step starts it. */
   options?: NativeGenerateOptions | undefined;
   readonly onText?: ((text: string) => void) | undefined;
-  /** Set when the request must stop: the next step cancels it, then it rejects with this. */
+  /**
+   * Set when the request must stop (aborted, its onText threw, or a step failed it): the next step
+   * puts its sequence back where the request found it (cancel), then it rejects with this.
+   */
   cancelled?: unknown;
   /** Batches that held tokens of this request (its llama_decode calls). */
   decodeCalls: number;
@@ -97,15 +103,16 @@ export class Batcher {
     try {
       while (this.#waiting.length > 0) {
         const requests = this.#waiting.slice();
+        const items = requests.map((request) => this.#item(request));
         let results: NativeStepResult[];
         try {
-          results = await this.#session.step(requests.map((request) => this.#item(request)));
+          results = await this.#session.step(items);
         } catch (error) {
           // The whole step failed (the session was disposed, say): so does every request in it.
           for (const request of requests) request.settle(error);
           continue;
         }
-        requests.forEach((request, i) => this.#apply(request, results[i]!));
+        requests.forEach((request, i) => this.#apply(request, items[i]!, results[i]!));
       }
     } finally {
       this.#running = false;
@@ -121,10 +128,16 @@ export class Batcher {
     return item;
   }
 
-  #apply(request: Request, result: NativeStepResult): void {
-    if ('error' in result) return request.settle(result.error);
+  #apply(request: Request, item: NativeStepItem, result: NativeStepResult): void {
+    if ('cancel' in item) return request.settle(request.cancelled); // the sequence is back where the request found it
+    if ('error' in result) {
+      request.cancelled ??= result.error; // it rejects with this once the next step has put its sequence back
+      return;
+    }
     request.decodeCalls += result.decodes;
-    if (request.cancelled !== undefined) return request.settle(request.cancelled); // the cancel is done
+    // Stopped while this step ran (an abort, from a timer or another request's onText): the next
+    // step cancels it. Work this step finished is done, as a Session call's that the abort came too late for.
+    if (!result.done && request.cancelled !== undefined) return;
     const ms = performance.now() - request.startTime;
     if (request.tokens !== undefined) {
       request.tokens = request.tokens.subarray(result.evaluated);
@@ -134,9 +147,11 @@ export class Batcher {
     try {
       if (result.text !== '') request.onText?.(result.text);
     } catch (error) {
-      request.cancelled ??= error; // as Session.generate: the call rejects with what onText threw
+      // As Session.generate: the call rejects with what onText threw, a generation still running stopped.
+      if (result.done) return request.settle(error);
+      request.cancelled ??= error;
+      return;
     }
-    if (request.cancelled !== undefined) return; // aborted meanwhile, even by onText: the next step cancels it
     if (result.done && result.result) request.settle(undefined, { ...result.result, decodeCalls: request.decodeCalls, ms });
   }
 }

@@ -557,6 +557,20 @@ describe('Session', () => {
     assert.equal(await sample(), first);
   });
 
+  it('a batch smaller than the sequence count evaluates as a large one (llama.cpp keeps an output row per sequence)', async () => {
+    const small = await model.createSession({ sequences: 4, batchSize: 2 });
+    try {
+      const tokens = model.tokenize('Four sequences, two tokens a batch', { addBos: true });
+      const result = await small.evaluate(tokens, { sequence: 3 });
+      assert.equal(result.decodeCalls, Math.ceil(tokens.length / 2));
+      await session.evaluate(tokens);
+      const difference = maxRelativeDifference((await small.logits(3))!, (await session.logits())!);
+      assert.ok(difference < 1e-3, `logits differ by ${difference}`);
+    } finally {
+      await small.dispose();
+    }
+  });
+
   it('invalid arguments throw TypeError / RangeError before any work', async () => {
     assert.throws(() => session.evaluate(42 as unknown as string), TypeError);
     assert.throws(() => session.evaluate('x', { sequence: 1 }), RangeError);
