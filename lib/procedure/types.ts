@@ -47,7 +47,8 @@ export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
    * continuous batching does. Further questions wait for a free sequence. Each sequence keeps the
    * prefix of the last image it answered about, and a question goes to the free sequence that holds
    * its image's prefix, else to the least recently used one. Each sequence has its own part of the
-   * cache (the default context grows to `parallel` times one question's).
+   * cache (the default context grows to `parallel` times one question's), so llama.cpp computes a
+   * batch whose questions bring different numbers of tokens in several passes (README, "Serving").
    */
   parallel?: number;
   /** See {@link RpcChainOfSpotOptions.rpcServers}: with them, load returns an {@link IsolatedChainOfSpot}. */
