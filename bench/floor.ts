@@ -1,15 +1,21 @@
 /**
- * The C++ floor (bench/floor/floor.cpp): built from the vendored llama.cpp into .cache/bench-build/
- * and driven as a child process, one JSON line per plan.
+ * The C++ floor (bench/floor/floor.cpp): built from the vendored llama.cpp into build-floor/ and
+ * driven as a child process, one JSON line per plan.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 
 import type { Measured, PlanStep, Step } from './protocol';
 
 const REPO_ROOT = path.resolve(__dirname, '../..');
-export const FLOOR_BUILD_DIR = path.join(REPO_ROOT, '.cache', 'bench-build');
+/**
+ * Beside the addon's build/, not in .cache/: a CMake build belongs to one source tree (clones and
+ * worktrees may share a .cache), and at build/'s depth its relative paths are the addon's, so
+ * ccache (with CCACHE_BASEDIR, as in CI) reuses the addon's llama.cpp objects.
+ */
+export const FLOOR_BUILD_DIR = path.join(REPO_ROOT, 'build-floor');
 
 /** Runs a command in the repository; rejects with the end of its output when it fails. */
 export function exec(command: string, args: string[]): Promise<void> {
@@ -43,6 +49,26 @@ export interface FloorConfig {
   projectorGpu: boolean;
 }
 
+/** The sequence's length at the end of each turn, as a run's generate steps report it. */
+function turnEnds(steps: readonly { op: string; position?: number }[]): (number | undefined)[] {
+  return steps.filter((step) => step.op === 'generate').map((step) => step.position);
+}
+
+/**
+ * Throws unless a replay did A's work: its sequence as long as A's (which the plan keeps) at the
+ * end of every turn. A replay that diverged, on a cache not cleared say, is not the floor.
+ */
+export function checkReplay(plan: PlanStep[], replay: Measured, round: number): void {
+  const expected = turnEnds(plan);
+  const actual = turnEnds(replay.steps);
+  if (!isDeepStrictEqual(actual, expected)) {
+    throw new Error(
+      `the C++ floor did not replay A's work in round ${round}: at the end of its turns its cache held ${actual.join(', ')} tokens where A's held ` +
+        `${expected.join(', ')}; no floor is reported`,
+    );
+  }
+}
+
 export class FloorProcess {
   readonly #child: ChildProcessWithoutNullStreams;
   readonly #lines: Interface;
@@ -69,7 +95,7 @@ export class FloorProcess {
   }
 
   /**
-   * Replays a plan. Our image pipeline ran beforehand (the plan holds its 336x336 output), so
+   * Replays a plan, from an empty cache. Our image pipeline ran beforehand (the plan holds its 336x336 output), so
    * preprocessMs is 0; mtmd's own image preparation is in the image steps, as in the addon.
    */
   async run(plan: PlanStep[]): Promise<Measured> {

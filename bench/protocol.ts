@@ -14,6 +14,8 @@ export interface Step {
   /** For images: milliseconds in the image encoder, and evaluating its tokens in the text model. */
   encodeMs?: number;
   decodeMs?: number;
+  /** For generations: the sequence's length at the end of the turn (the token still pending included). */
+  position?: number;
 }
 
 /** One measured question (or one replay of it by the floor). */
@@ -26,12 +28,16 @@ export interface Measured {
   peakRssKb: number;
 }
 
-/** A step of the plan the floor replays; images are raw RGB files the worker wrote. */
+/**
+ * A step of the plan the floor replays; images are raw RGB files the worker wrote. A generation
+ * keeps the position A's sequence had after it, which the floor's replay must reach too.
+ */
 export type PlanStep =
   | { op: 'clear' }
+  | { op: 'truncate'; turn: number; position: number }
   | { op: 'tokens'; turn: number; ids: number[] }
   | { op: 'image'; turn: number; path: string; width: number; height: number }
-  | { op: 'generate'; turn: number; n: number };
+  | { op: 'generate'; turn: number; n: number; position: number };
 
 /** The JS variants, each in its own worker process ('further' shares the 'ask' worker: it goes on from its image). */
 export type JsVariant = 'ask' | 'further' | 'recompute' | 'plain';

@@ -21,7 +21,7 @@ import { binaryCandidates, type Candidate } from '../lib/native/loader';
 import { ChainOfSpot } from '../lib/procedure/chain-of-spot';
 import { GgufType } from '../lib/gguf/format';
 import { readGgufHeader } from '../lib/gguf/reader';
-import { FloorProcess, buildFloor } from './floor';
+import { FloorProcess, buildFloor, checkReplay } from './floor';
 import { benchModels, type Shape } from './models';
 import { positiveInteger, shapeOption } from './options';
 import type { FromWorker, JsVariant, Measured, PlanStep, ToWorker, WorkerInit } from './protocol';
@@ -74,7 +74,7 @@ function options(): Options {
     shape,
     reps: positiveInteger('reps', values.reps),
     threads: positiveInteger('threads', values.threads),
-    out: values.out ?? path.join(REPO_ROOT, '.cache', 'bench-results', `${stamp}.json`),
+    out: path.resolve(values.out ?? path.join(REPO_ROOT, '.cache', 'bench-results', `${stamp}.json`)),
     image: values.image,
     answerTokens: positiveInteger('answer-tokens', values['answer-tokens']),
     server: !values['no-server'],
@@ -185,7 +185,8 @@ async function main(): Promise<void> {
 
   log('loading the models in every worker...');
   phase = performance.now();
-  const planDir = path.join(REPO_ROOT, '.cache', 'bench-plan', opts.shape);
+  // Beside the results, one per run: runs at once (from worktrees sharing a .cache) write their own.
+  const planDir = opts.out.replace(/\.json$/, '') + '-plan';
   await mkdir(planDir, { recursive: true });
   const init: WorkerInit = {
     type: 'init',
@@ -248,7 +249,9 @@ async function main(): Promise<void> {
         let runs: Measured[];
         if (variant === 'floor') {
           if (!plan) throw new Error('the floor runs after ask, which records its plan');
-          runs = [await floor.run(plan)];
+          const replay = await floor.run(plan);
+          checkReplay(plan, replay, rep);
+          runs = [replay];
         } else if (variant === 'prebuilt') {
           if (!prebuiltWorker) continue;
           runs = (await prebuiltWorker.run('ask')).runs;

@@ -60,8 +60,8 @@ function instrument(session: Session, log: StepLog): void {
   const generate = session.generate.bind(session);
   session.generate = async (options) => {
     const result = await generate(options);
-    log.add({ op: 'generate', ms: result.ms, tokens: result.tokens.length, decodes: result.decodeCalls });
-    log.plan?.push({ op: 'generate', turn: log.turn, n: result.tokens.length });
+    log.add({ op: 'generate', ms: result.ms, tokens: result.tokens.length, decodes: result.decodeCalls, position: result.position });
+    log.plan?.push({ op: 'generate', turn: log.turn, n: result.tokens.length, position: result.position });
     log.turn++;
     return result;
   };
@@ -77,6 +77,7 @@ function instrument(session: Session, log: StepLog): void {
     const start = performance.now();
     await truncate(position, sequence);
     log.add({ op: 'truncate', ms: performance.now() - start });
+    log.plan?.push({ op: 'truncate', turn: log.turn, position });
   };
 }
 
@@ -122,9 +123,10 @@ class Worker {
   /** A first question: the image opened anew and its prefix not in the cache. */
   async #ask(): Promise<FromWorker> {
     const { image, question, answerTokens, planDir } = this.#config;
-    await this.#cos.session.clear();
     const record = !this.#planRecorded;
+    // The clear is in the plan: it is where A's work starts, and the floor's replay with it.
     this.#log.reset(record);
+    await this.#cos.session.clear();
     const start = performance.now();
     this.#opened = await this.#cos.open(image);
     const openMs = performance.now() - start;

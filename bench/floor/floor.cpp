@@ -11,10 +11,14 @@
 //   {"model", "mmproj", "nCtx", "nBatch", "threads", "gpuLayers", "projectorGpu"}
 // and is answered {"loadMs"}; every further line is a plan {"steps": [...]} with steps
 //   {"op": "clear"}
+//   {"op": "truncate", "turn": 1, "position": 0}
 //   {"op": "tokens", "turn": 1, "ids": [...]}
 //   {"op": "image", "turn": 1, "path": "x.rgb", "width": 336, "height": 336}
 //   {"op": "generate", "turn": 1, "n": 24}
-// answered {"steps": [{"op", "turn", "ms", "tokens", "decodes", ...}], "totalMs", "peakRssKb"}.
+// answered {"steps": [{"op", "turn", "ms", "tokens", "decodes", ...}], "totalMs", "peakRssKb"}; a
+// generate step also answers "position", the sequence's length at the end of its turn (pending
+// token included, as the addon's position()), which the benchmark checks against the addon's.
+// Every plan is replayed from an empty cache, whatever the last one left there.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -87,8 +91,7 @@ class Floor {
     // Warm up as llama.cpp's tools do (and the JS workers): one decode of BOS and EOS touches every
     // weight's page. The image encoder warmed up in mtmd_init_from_file.
     Decode({llama_vocab_bos(llama_model_get_vocab(model_)), llama_vocab_eos(llama_model_get_vocab(model_))}, false);
-    llama_memory_clear(llama_get_memory(context_), true);
-    position_ = 0;
+    Clear();
   }
 
   ~Floor() {
@@ -100,6 +103,7 @@ class Floor {
   }
 
   json Run(const json & plan) {
+    Clear();  // not timed: the addon's run starts on a cleared session too
     json steps = json::array();
     const auto start = Clock::now();
     for (const json & step : plan.at("steps")) {
@@ -107,9 +111,9 @@ class Floor {
       json result = {{"op", op}, {"turn", step.value("turn", 0)}};
       const auto step_start = Clock::now();
       if (op == "clear") {
-        llama_memory_clear(llama_get_memory(context_), true);
-        position_ = 0;
-        pending_.clear();
+        Clear();
+      } else if (op == "truncate") {
+        Truncate(step.at("position").get<llama_pos>());
       } else if (op == "tokens") {
         std::vector<llama_token> tokens = pending_;
         pending_.clear();
@@ -130,6 +134,26 @@ class Floor {
   }
 
  private:
+  // As the addon's clear: the cells freed, their data left (it is overwritten before it is read).
+  void Clear() {
+    llama_memory_clear(llama_get_memory(context_), false);
+    position_ = 0;
+    pending_.clear();
+  }
+
+  // As the addon's truncate: the sequence kept up to `position` (at most its length); a cut within
+  // the pending tokens leaves the cache alone.
+  void Truncate(llama_pos position) {
+    position = std::min(position, position_ + static_cast<llama_pos>(pending_.size()));
+    if (position >= position_) {
+      pending_.resize(static_cast<size_t>(position - position_));
+    } else {
+      llama_memory_seq_rm(llama_get_memory(context_), 0, position, -1);
+      position_ = position;
+      pending_.clear();
+    }
+  }
+
   // Decodes tokens at the end of the sequence in n_batch batches; logits of the last one when asked.
   int Decode(const std::vector<llama_token> & tokens, bool logits) {
     const size_t n_batch = llama_n_batch(context_);
@@ -211,6 +235,7 @@ class Floor {
     }
     result["tokens"] = n;
     result["decodes"] = decodes;
+    result["position"] = position_ + static_cast<llama_pos>(pending_.size());
   }
 
   llama_model * model_ = nullptr;
