@@ -12,6 +12,7 @@ set(CMAKE_CXX_VISIBILITY_PRESET hidden)
 set(CMAKE_VISIBILITY_INLINES_HIDDEN ON)
 
 option(COS_CUDA "Build ggml's CUDA backend (needs the full CUDA toolkit, cuBLAS included)" OFF)
+option(COS_VULKAN "Build ggml's Vulkan backend (needs glslc, the Vulkan headers and loader, SPIR-V headers)" OFF)
 
 set(LLAMA_DIR ${CMAKE_CURRENT_LIST_DIR}/llama.cpp)
 if (NOT EXISTS ${LLAMA_DIR}/VENDORED.json)
@@ -44,6 +45,26 @@ if (COS_CUDA)
                         "cuda-libraries-dev package for your CUDA version), or build without CHAIN_OF_SPOT_CUDA / COS_CUDA for the CPU backend.")
   endif()
   set(GGML_CUDA ON CACHE BOOL "" FORCE)
+endif()
+
+if (COS_VULKAN)
+  # ggml's own CMake asks for the same with REQUIRED, whose message names no package; ours does.
+  set(COS_VULKAN_PACKAGES "Debian/Ubuntu: `apt-get install glslc libvulkan-dev spirv-headers`; Fedora: "
+      "`dnf install glslc vulkan-loader-devel vulkan-headers spirv-headers-devel`; elsewhere the LunarG Vulkan SDK "
+      "(https://vulkan.lunarg.com). Or build without CHAIN_OF_SPOT_VULKAN / COS_VULKAN for the CPU backend.")
+  find_package(Vulkan COMPONENTS glslc)
+  # EXISTS too: a cache can name a header folder or a glslc that has since been removed.
+  if (NOT Vulkan_FOUND OR NOT EXISTS "${Vulkan_INCLUDE_DIR}/vulkan/vulkan.h")
+    message(FATAL_ERROR "COS_VULKAN: no Vulkan headers and loader (vulkan/vulkan.h, libvulkan) found. ${COS_VULKAN_PACKAGES}")
+  endif()
+  if (NOT Vulkan_glslc_FOUND OR NOT EXISTS "${Vulkan_GLSLC_EXECUTABLE}")
+    message(FATAL_ERROR "COS_VULKAN: no glslc (the GLSL to SPIR-V compiler that builds ggml's shaders) found. ${COS_VULKAN_PACKAGES}")
+  endif()
+  find_package(SPIRV-Headers CONFIG QUIET)
+  if (NOT SPIRV-Headers_FOUND)
+    message(FATAL_ERROR "COS_VULKAN: no SPIR-V headers (SPIRV-HeadersConfig.cmake) found. ${COS_VULKAN_PACKAGES}")
+  endif()
+  set(GGML_VULKAN ON CACHE BOOL "" FORCE)
 endif()
 
 # llama.cpp: libraries only.

@@ -14,18 +14,50 @@
 namespace cospot {
 namespace {
 
+const char * DeviceType(enum ggml_backend_dev_type type) {
+  switch (type) {
+    case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
+    case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
+    case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
+    default: return "accel";
+  }
+}
+
+// Every device ggml registered (the CPU included), with its memory as the backend reports it now:
+// the loader's smoke test, backend() and the GPU tests' memory checks read this.
+Napi::Array Devices(Napi::Env env) {
+  Napi::Array devices = Napi::Array::New(env);
+  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    Napi::Object device = Napi::Object::New(env);
+    device.Set("name", ggml_backend_dev_name(dev));
+    device.Set("description", ggml_backend_dev_description(dev));
+    device.Set("type", DeviceType(ggml_backend_dev_type(dev)));
+    device.Set("memoryFree", static_cast<double>(free));
+    device.Set("memoryTotal", static_cast<double>(total));
+    devices.Set(static_cast<uint32_t>(i), device);
+  }
+  return devices;
+}
+
 Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   Napi::Object result = Napi::Object::New(env);
   result.Set("llamaCppCommit", COS_LLAMA_COMMIT);
   result.Set("system", llama_print_system_info());
   // A GPU of this machine: llama_supports_gpu_offload() also says yes for the RPC backend.
-  result.Set("gpuOffload", ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU) != nullptr);
-#ifdef COS_CUDA
+  result.Set("gpuOffload", ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU) != nullptr ||
+                               ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU) != nullptr);
+#if defined(COS_CUDA)
   result.Set("backend", "cuda");
+#elif defined(COS_VULKAN)
+  result.Set("backend", "vulkan");
 #else
   result.Set("backend", "cpu");
 #endif
+  result.Set("devices", Devices(env));
   return result;
 }
 

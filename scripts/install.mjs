@@ -2,7 +2,9 @@
 // npm's install hook. Uses a prebuilt binary from prebuilds/ when one loads on this machine;
 // otherwise vendors llama.cpp (a no-op inside the published package, which ships it) and builds
 // the addon from source with cmake-js. Set CHAIN_OF_SPOT_BUILD_FROM_SOURCE=1 to always build,
-// CHAIN_OF_SPOT_CUDA=1 to build the CUDA variant (needs the CUDA toolkit with cuBLAS).
+// CHAIN_OF_SPOT_CUDA=1 to build the CUDA variant (needs the CUDA toolkit with cuBLAS) into build-cuda/,
+// CHAIN_OF_SPOT_VULKAN=1 the Vulkan variant (needs glslc and the Vulkan and SPIR-V headers) into
+// build-vulkan/. A GPU variant is built beside the CPU prebuilds, which stay the loader's fallback.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -30,15 +32,16 @@ function run(command, args) {
   if (result.status !== 0) process.exit(result.status ?? 1);
 }
 
-const cuda = truthy('CHAIN_OF_SPOT_CUDA');
-if (!cuda && !truthy('CHAIN_OF_SPOT_BUILD_FROM_SOURCE')) {
+// One GPU variant per install: CUDA when both are asked for.
+const variant = truthy('CHAIN_OF_SPOT_CUDA') ? 'cuda' : truthy('CHAIN_OF_SPOT_VULKAN') ? 'vulkan' : undefined;
+if (!variant && !truthy('CHAIN_OF_SPOT_BUILD_FROM_SOURCE')) {
   const prebuilt = prebuiltThatLoads();
   if (prebuilt) {
     console.log(`chain-of-spot: using the prebuilt binary ${prebuilt}`);
     process.exit(0);
   }
 }
-console.log(`chain-of-spot: building the ${cuda ? 'CUDA' : 'CPU'} addon from source (cmake-js; a few minutes)`);
+console.log(`chain-of-spot: building the ${{ cuda: 'CUDA', vulkan: 'Vulkan' }[variant] ?? 'CPU'} addon from source (cmake-js; a few minutes)`);
 run(process.execPath, [join(root, 'scripts', 'vendor-llama-cpp.mjs')]);
 const cmakeJs = join(dirname(fileURLToPath(import.meta.resolve('cmake-js/package.json'))), 'bin', 'cmake-js');
-run(process.execPath, [cmakeJs, 'compile', '--out', cuda ? 'build-cuda' : 'build', ...(cuda ? ['--CDCOS_CUDA=ON'] : [])]);
+run(process.execPath, [cmakeJs, 'compile', '--out', variant ? `build-${variant}` : 'build', ...(variant ? [`--CDCOS_${variant.toUpperCase()}=ON`] : [])]);

@@ -1,10 +1,14 @@
 #!/usr/bin/env node
-// Builds the portable CPU binaries shipped in prebuilds/<platform>-<arch>/: one per x86-64 level
-// (baseline SSE4.2, v3 = AVX2/FMA/F16C, v4 = AVX-512), none with -march=native. The loader picks
-// the best level the user's CPU runs. Not committed to git, shipped by `npm pack`.
-//   npm run prebuild [-- [--into DIR] [--build-root DIR] [LEVEL...]]
-// --into: where the .node files go (default prebuilds/<platform>-<arch>); --build-root: where the
-// build folders go (default the repository). The pack test builds into a temporary folder, so that
+// Builds the portable binaries shipped in prebuilds/: the CPU ones in prebuilds/<platform>-<arch>/,
+// one per x86-64 level (baseline SSE4.2, v3 = AVX2/FMA/F16C, v4 = AVX-512), none with
+// -march=native, and the Vulkan one (`vulkan`: ggml's Vulkan backend, its CPU part at x86-64-v3)
+// in prebuilds/<platform>-<arch>-vulkan/ (needs glslc and the Vulkan headers). The loader picks the
+// Vulkan one when it finds a GPU, else the best level the user's CPU runs. Not committed to git,
+// shipped by `npm pack`.
+//   npm run prebuild [-- [--into DIR] [--build-root DIR] [TARGET...]]
+// TARGET: a level or `vulkan` (default all four). --into: where the CPU .node files go (default
+// prebuilds/<platform>-<arch>; the Vulkan one goes to DIR-vulkan); --build-root: where the build
+// folders go (default the repository). The pack test builds into a temporary folder, so that
 // running the suite never changes which binary the loader picks in this checkout.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
@@ -14,16 +18,17 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const LEVELS = ['x86-64', 'x86-64-v3', 'x86-64-v4'];
+const TARGETS = [...LEVELS, 'vulkan'];
 
 if (process.arch !== 'x64') {
   console.error(`prebuild: only x64 has CPU levels; on ${process.arch} use \`npm run build:native\``);
   process.exit(1);
 }
 const { values, positionals } = parseArgs({ options: { into: { type: 'string' }, 'build-root': { type: 'string' } }, allowPositionals: true });
-const levels = positionals.length > 0 ? positionals : LEVELS;
-for (const level of levels) {
-  if (!LEVELS.includes(level)) {
-    console.error(`prebuild: unknown level ${level}; choose from ${LEVELS.join(', ')}`);
+const targets = positionals.length > 0 ? positionals : TARGETS;
+for (const target of targets) {
+  if (!TARGETS.includes(target)) {
+    console.error(`prebuild: unknown target ${target}; choose from ${TARGETS.join(', ')}`);
     process.exit(2);
   }
 }
@@ -35,14 +40,16 @@ function run(args) {
 
 run([join(root, 'scripts', 'vendor-llama-cpp.mjs')]);
 const cmakeJs = join(dirname(fileURLToPath(import.meta.resolve('cmake-js/package.json'))), 'bin', 'cmake-js');
-const target = resolve(values.into ?? join(root, 'prebuilds', `${process.platform}-${process.arch}`));
+const into = resolve(values.into ?? join(root, 'prebuilds', `${process.platform}-${process.arch}`));
 const buildRoot = resolve(values['build-root'] ?? root);
-mkdirSync(target, { recursive: true });
-for (const level of levels) {
+for (const target of targets) {
+  const vulkan = target === 'vulkan';
+  const [folder, file] = vulkan ? [`${into}-vulkan`, 'chain_of_spot.node'] : [into, `chain_of_spot.${target}.node`];
   // One folder deep, as build/: ccache (CCACHE_BASEDIR) then shares objects between them.
-  const out = join(buildRoot, `build-prebuild-${level}`);
+  const out = join(buildRoot, `build-prebuild-${target}`);
   const started = Date.now();
-  run([cmakeJs, 'compile', '--out', out, `--CDCOS_CPU_LEVEL=${level}`]);
-  copyFileSync(join(out, 'Release', 'chain_of_spot.node'), join(target, `chain_of_spot.${level}.node`));
-  console.log(`prebuild: ${level} built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  run([cmakeJs, 'compile', '--out', out, ...(vulkan ? ['--CDCOS_CPU_LEVEL=x86-64-v3', '--CDCOS_VULKAN=ON'] : [`--CDCOS_CPU_LEVEL=${target}`])]);
+  mkdirSync(folder, { recursive: true });
+  copyFileSync(join(out, 'Release', 'chain_of_spot.node'), join(folder, file));
+  console.log(`prebuild: ${target} built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }

@@ -3,14 +3,17 @@
 // this repository: the pin (deps/llama.cpp.json, which CMake reads too) names an npm package that
 // ships llama.cpp as a git bundle (node-llama-cpp does).
 // We `npm pack` that tarball (nothing of it is installed), check its sha512 against the registry's
-// integrity, clone the bundle, verify the commit and keep only what our CMake build needs.
+// integrity, clone the bundle, verify the commit, apply our patches (deps/patches/*.patch, each
+// saying why and when it can go; `git apply --check` first, so a patch that no longer fits stops
+// the vendoring) and keep only what our CMake build needs.
 // Idempotent: when deps/llama.cpp already carries the stamp for this commit it does nothing, which
 // is also the case inside our own published tarball.
 // `--full DEST` instead checks out the whole tree of the same commit into DEST (the benchmark builds
-// llama-server from it, which the trimmed copy omits); deps/llama.cpp is left alone.
+// llama-server from it, which the trimmed copy omits; unpatched, as upstream built it);
+// deps/llama.cpp is left alone.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +48,25 @@ function isUpToDate(stampPath, stamp) {
   }
 }
 
+const patchDir = join(root, 'deps', 'patches');
+/** Our patches to the pinned tree, in name order, with their hashes (the stamp records them). */
+const PATCHES = existsSync(patchDir)
+  ? readdirSync(patchDir).filter((name) => name.endsWith('.patch')).sort()
+      .map((name) => ({ name, sha256: createHash('sha256').update(readFileSync(join(patchDir, name))).digest('hex') }))
+  : [];
+
+function applyPatches(clone) {
+  for (const { name } of PATCHES) {
+    const file = join(patchDir, name);
+    try {
+      run('git', ['apply', '--check', file], { cwd: clone });
+    } catch {
+      throw new Error(`deps/patches/${name} does not apply to llama.cpp ${PIN.commit}: update or drop it (its header says when it can go)`);
+    }
+    run('git', ['apply', file], { cwd: clone });
+  }
+}
+
 function sriOf(file) {
   return 'sha512-' + createHash('sha512').update(readFileSync(file)).digest('base64');
 }
@@ -69,6 +91,7 @@ function vendor(target, stampPath, stamp) {
   try {
     const clone = join(work, 'llama.cpp');
     checkoutPinned(work, clone);
+    applyPatches(clone);
     rmSync(target, { recursive: true, force: true });
     for (const path of KEEP) {
       cpSync(join(clone, path), join(target, path), { recursive: true });
@@ -118,12 +141,13 @@ if (fullAt !== -1) {
 } else {
   const target = join(root, 'deps', 'llama.cpp');
   const stampPath = join(target, 'VENDORED.json');
-  const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, kept: KEEP, dropped: DROP };
+  const stamp = { source: PIN.package, integrity: PIN.integrity, commit: PIN.commit, kept: KEEP, dropped: DROP, patches: PATCHES };
   if (isUpToDate(stampPath, stamp)) {
     console.log(`llama.cpp ${PIN.commit.slice(0, 12)} already in deps/llama.cpp`);
   } else {
     mkdirSync(dirname(target), { recursive: true });
     vendor(target, stampPath, stamp);
-    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into deps/llama.cpp from ${PIN.package}`);
+    const patched = PATCHES.length > 0 ? `, patched with ${PATCHES.map((p) => p.name).join(', ')}` : '';
+    console.log(`llama.cpp ${PIN.commit.slice(0, 12)} vendored into deps/llama.cpp from ${PIN.package}${patched}`);
   }
 }

@@ -102,11 +102,22 @@ export interface NativeSession {
   dispose(): void;
 }
 
+/** A device ggml registered: `type` is ggml's (llvmpipe, a CPU-type Vulkan device, counts as `gpu`). */
+export interface NativeDevice {
+  name: string;
+  description: string;
+  type: 'cpu' | 'gpu' | 'igpu' | 'accel';
+  memoryFree: number;
+  memoryTotal: number;
+}
+
 export interface NativeSystemInfo {
   llamaCppCommit: string;
   system: string;
   gpuOffload: boolean;
-  backend: 'cpu' | 'cuda';
+  backend: 'cpu' | 'cuda' | 'vulkan';
+  /** Every registered device, the CPU included. */
+  devices: NativeDevice[];
 }
 
 export interface NativeBinding {

@@ -1,18 +1,21 @@
 /**
  * Finds and loads the native addon, and chooses its backend.
  *
- * Order: an explicit path (setBinaryPath() or CHAIN_OF_SPOT_BINARY) alone; otherwise a CUDA binary
- * (prebuilds/<platform>-<arch>-cuda/, then a local build-cuda/) when the backend preference allows
- * it and a smoke test of it passes in a child process (a broken driver cannot take this process
- * down); then the CPU binaries: prebuilds/<platform>-<arch>/ at the best x86-64 level this CPU runs,
- * then a local build/. When nothing loads, one ERR_BINARY error lists every path tried and why.
+ * Order: an explicit path (setBinaryPath() or CHAIN_OF_SPOT_BINARY) alone; otherwise the GPU
+ * binaries the backend preference allows, CUDA (prebuilds/<platform>-<arch>-cuda/, then a local
+ * build-cuda/) before Vulkan (prebuilds/<platform>-<arch>-vulkan/, then build-vulkan/), each only
+ * when a smoke test in a child process loads it and finds a device (a broken driver cannot take
+ * this process down); then the CPU binaries: prebuilds/<platform>-<arch>/ at the best x86-64 level
+ * this CPU runs, then a local build/. ggml's Vulkan backend leaves CPU-type Vulkan devices (Mesa's
+ * llvmpipe) out unless GGML_VK_VISIBLE_DEVICES names them, so a software renderer is never taken
+ * for a GPU. When nothing loads, one ERR_BINARY error lists every path tried and why.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { ChainOfSpotError } from '../common/errors';
-import type { NativeBinding } from './addon';
+import type { NativeBinding, NativeDevice } from './addon';
 
 const BINARY = 'chain_of_spot';
 
@@ -24,9 +27,12 @@ export const CPU_LEVELS = ['x86-64-v4', 'x86-64-v3', 'x86-64'] as const;
 export type CpuLevel = (typeof CPU_LEVELS)[number];
 
 /** The compute backends a binary can have. */
-export type Backend = 'cpu' | 'cuda';
-/** Which backend to load: `auto` takes CUDA when a working CUDA binary is there, else CPU. */
+export type Backend = 'cpu' | 'cuda' | 'vulkan';
+/** Which backend to load: `auto` takes CUDA, else Vulkan, when a working binary of it is there, else CPU. */
 export type BackendPreference = 'auto' | Backend;
+/** The backends that need a device, and so a smoke test. */
+export type GpuBackend = Exclude<Backend, 'cpu'>;
+const PREFERENCES: readonly BackendPreference[] = ['auto', 'cpu', 'cuda', 'vulkan'];
 
 const LEVEL_FLAGS: Record<CpuLevel, string[]> = {
   'x86-64-v4': ['avx512f', 'avx512bw', 'avx512cd', 'avx512dq', 'avx512vl', 'avx2', 'fma', 'f16c', 'bmi2'],
@@ -54,13 +60,15 @@ export interface CandidateInput {
   cpuFlags: ReadonlySet<string>;
 }
 
-/** Every binary the loader knows of, CUDA ones first; pure, so the order can be tested. */
+/** Every binary the loader knows of, CUDA ones first, then Vulkan; pure, so the order can be tested. */
 export function binaryCandidates(input: CandidateInput): Candidate[] {
   const target = `${input.platform}-${input.arch}`;
   const prebuilt = join(input.root, 'prebuilds', target);
   const candidates: Candidate[] = [
     { path: join(input.root, 'prebuilds', `${target}-cuda`, `${BINARY}.node`), backend: 'cuda' },
     { path: join(input.root, 'build-cuda', 'Release', `${BINARY}.node`), backend: 'cuda' },
+    { path: join(input.root, 'prebuilds', `${target}-vulkan`, `${BINARY}.node`), backend: 'vulkan' },
+    { path: join(input.root, 'build-vulkan', 'Release', `${BINARY}.node`), backend: 'vulkan' },
   ];
   if (input.arch === 'x64') {
     for (const cpuLevel of supportedCpuLevels(input.cpuFlags)) {
@@ -80,14 +88,16 @@ export interface BackendChoice {
   cpuLevel?: CpuLevel;
   /** Why this binary: the preference, and what happened to the ones before it. */
   reason: string;
+  /** Each candidate tried before this one, with why it was passed over (`path: why`). */
+  passedOver: string[];
 }
 
 export interface ChooseInput {
   candidates: Candidate[];
   preference: BackendPreference;
   exists: (path: string) => boolean;
-  /** Loads a CUDA binary in a child process; undefined when it works, else why not. */
-  smokeTest: (path: string) => string | undefined;
+  /** Loads a GPU binary in a child process; undefined when it works and finds a device, else why not. */
+  smokeTest: (path: string, backend: GpuBackend) => string | undefined;
   /** Loads a binary in this process; undefined when it loaded, else why not. */
   load: (path: string) => string | undefined;
 }
@@ -96,28 +106,33 @@ export interface ChooseInput {
 export function chooseBinary(input: ChooseInput): BackendChoice {
   const notes: string[] = [];
   const order = input.candidates.filter((c) => input.preference === 'auto' || c.backend === input.preference);
-  for (const candidate of order) {
+  for (const [index, candidate] of order.entries()) {
     if (!input.exists(candidate.path)) {
       notes.push(`${candidate.path}: not found`);
       continue;
     }
-    const failure = (candidate.backend === 'cuda' ? input.smokeTest(candidate.path) : undefined) ?? input.load(candidate.path);
+    const failure = (candidate.backend !== 'cpu' ? input.smokeTest(candidate.path, candidate.backend) : undefined) ?? input.load(candidate.path);
     if (failure !== undefined) {
       notes.push(`${candidate.path}: ${failure}`);
       continue;
     }
-    const skipped = notes.length > 0 && candidate.backend === 'cpu' && input.preference === 'auto' ? ' (no working CUDA binary)' : '';
+    // The GPU backends tried before this one's and passed over (not its own other binaries).
+    const gpusBefore = [...new Set(order.slice(0, index).filter((c) => c.backend !== 'cpu' && c.backend !== candidate.backend).map((c) => BACKEND_NAMES[c.backend]))];
+    const skipped = gpusBefore.length > 0 ? ` (no working ${gpusBefore.join(' or ')} binary)` : '';
     return {
       backend: candidate.backend,
       path: candidate.path,
       ...(candidate.cpuLevel ? { cpuLevel: candidate.cpuLevel } : {}),
       reason: `backend preference ${input.preference}${skipped}`,
+      passedOver: notes,
     };
   }
   const hint =
     input.preference === 'cuda'
       ? 'Build the CUDA variant with `CHAIN_OF_SPOT_CUDA=1 npm rebuild chain-of-spot` (needs the CUDA toolkit with cuBLAS), or use the CPU backend.'
-      : 'Build it from source with `CHAIN_OF_SPOT_BUILD_FROM_SOURCE=1 npm rebuild chain-of-spot` (needs cmake and a C++ compiler), or point CHAIN_OF_SPOT_BINARY at a built chain_of_spot.node.';
+      : input.preference === 'vulkan'
+        ? 'Build the Vulkan variant with `CHAIN_OF_SPOT_VULKAN=1 npm rebuild chain-of-spot` (needs glslc and the Vulkan headers), check that `vulkaninfo --summary` lists a GPU, or use the CPU backend.'
+        : 'Build it from source with `CHAIN_OF_SPOT_BUILD_FROM_SOURCE=1 npm rebuild chain-of-spot` (needs cmake and a C++ compiler), or point CHAIN_OF_SPOT_BINARY at a built chain_of_spot.node.';
   throw new ChainOfSpotError('ERR_BINARY', `no usable chain-of-spot native addon (${input.preference} backend). Tried:\n  ${notes.join('\n  ')}\n${hint}`);
 }
 
@@ -130,12 +145,23 @@ function cpuFlags(): Set<string> {
   }
 }
 
-/** Loads a CUDA binary in a child process and checks it sees a GPU. */
-export function smokeTestInChild(path: string): string | undefined {
-  const script = `const info = require(${JSON.stringify(path)}).systemInfo(); process.exit(info.gpuOffload ? 0 : 3);`;
+const BACKEND_NAMES: Record<Backend, string> = { cpu: 'CPU', cuda: 'CUDA', vulkan: 'Vulkan' };
+const NO_DEVICE: Record<GpuBackend, string> = {
+  cuda: 'loads, but sees no CUDA GPU',
+  vulkan:
+    'loads, but sees no usable Vulkan device (a CPU-type one, such as Mesa\'s llvmpipe, is used only when GGML_VK_VISIBLE_DEVICES names its index)',
+};
+
+/** A device the model's layers can go to: what ggml calls a GPU or an integrated GPU. */
+const isGpuDevice = (device: NativeDevice): device is NativeDevice & { type: 'gpu' | 'igpu' } => device.type === 'gpu' || device.type === 'igpu';
+
+/** Loads a GPU binary in a child process and checks it finds a device of its backend. */
+export function smokeTestInChild(path: string, backend: GpuBackend): string | undefined {
+  // The device test is isGpuDevice's.
+  const script = `const info = require(${JSON.stringify(path)}).systemInfo(); process.exit(info.devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? 0 : 3);`;
   const child = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000, env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' } });
   if (child.status === 0) return undefined;
-  if (child.status === 3) return 'loads, but sees no CUDA GPU';
+  if (child.status === 3) return NO_DEVICE[backend];
   const detail = child.stderr?.toString().trim().split('\n').pop() ?? '';
   return `failed its smoke test (${child.signal ? `signal ${child.signal}` : `exit ${child.status}`}${detail ? `: ${detail}` : ''})`;
 }
@@ -163,15 +189,15 @@ export function setBinaryPath(path: string): void {
  * called before the first model is loaded.
  */
 export function setBackend(preference: BackendPreference): void {
-  if (!['auto', 'cpu', 'cuda'].includes(preference)) throw new RangeError("backend must be 'auto', 'cpu' or 'cuda'");
+  if (!PREFERENCES.includes(preference)) throw new RangeError("backend must be 'auto', 'cpu', 'cuda' or 'vulkan'");
   assertNotLoaded();
   preferenceOverride = preference;
 }
 
 function envPreference(): BackendPreference {
-  const value = (process.env.CHAIN_OF_SPOT_BACKEND ?? 'auto').toLowerCase();
-  if (value === 'auto' || value === 'cpu' || value === 'cuda') return value;
-  throw new ChainOfSpotError('ERR_BINARY', `CHAIN_OF_SPOT_BACKEND must be auto, cpu or cuda, not ${JSON.stringify(value)}`);
+  const value = (process.env.CHAIN_OF_SPOT_BACKEND ?? 'auto').toLowerCase() as BackendPreference;
+  if (PREFERENCES.includes(value)) return value;
+  throw new ChainOfSpotError('ERR_BINARY', `CHAIN_OF_SPOT_BACKEND must be auto, cpu, cuda or vulkan, not ${JSON.stringify(value)}`);
 }
 
 function requireBinding(path: string): NativeBinding {
@@ -211,9 +237,19 @@ export function binding(): NativeBinding {
   return loadBinding().binding;
 }
 
-/** Which binary and backend are in use (loading the addon if it is not yet). */
-export function backend(): BackendChoice & { gpuOffload: boolean; llamaCppCommit: string } {
+/**
+ * Which binary and backend are in use (loading the addon if it is not yet), and the devices the
+ * model's layers can go to, read now (none on the CPU backend): ggml's name (`Vulkan0`, `CUDA0`),
+ * the driver's description (`llvmpipe (LLVM 15.0.6, 256 bits)` for Mesa's lavapipe), ggml's type
+ * (`gpu`, or `igpu` for an integrated one; lavapipe counts as `gpu`) and the memory in bytes (a
+ * driver without a memory budget, as lavapipe, reports all of it free).
+ */
+export function backend(): BackendChoice & {
+  gpuOffload: boolean;
+  llamaCppCommit: string;
+  devices: { name: string; description: string; type: 'gpu' | 'igpu'; memoryFree: number; memoryTotal: number }[];
+} {
   const { binding: native, choice } = loadBinding();
   const info = native.systemInfo();
-  return { ...choice, gpuOffload: info.gpuOffload, llamaCppCommit: info.llamaCppCommit };
+  return { ...choice, gpuOffload: info.gpuOffload, llamaCppCommit: info.llamaCppCommit, devices: info.devices.filter(isGpuDevice) };
 }

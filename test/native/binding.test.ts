@@ -19,13 +19,15 @@ describe('binary loader', () => {
     assert.deepEqual(supportedCpuLevels(new Set(['sse4_2'])), ['x86-64']);
   });
 
-  it('lists CUDA binaries first, then prebuilt CPU levels, then the local build', () => {
+  it('lists CUDA binaries first, then Vulkan ones, then prebuilt CPU levels, then the local build', () => {
     const candidates = binaryCandidates({ root: '/pkg', platform: 'linux', arch: 'x64', cpuFlags: AVX2 });
     assert.deepEqual(
       candidates.map((c) => [c.backend, c.path, c.cpuLevel]),
       [
         ['cuda', '/pkg/prebuilds/linux-x64-cuda/chain_of_spot.node', undefined],
         ['cuda', '/pkg/build-cuda/Release/chain_of_spot.node', undefined],
+        ['vulkan', '/pkg/prebuilds/linux-x64-vulkan/chain_of_spot.node', undefined],
+        ['vulkan', '/pkg/build-vulkan/Release/chain_of_spot.node', undefined],
         ['cpu', '/pkg/prebuilds/linux-x64/chain_of_spot.x86-64-v3.node', 'x86-64-v3'],
         ['cpu', '/pkg/prebuilds/linux-x64/chain_of_spot.x86-64.node', 'x86-64'],
         ['cpu', '/pkg/prebuilds/linux-x64/chain_of_spot.node', undefined],
@@ -42,6 +44,7 @@ describe('binary loader', () => {
   describe('choosing the backend', () => {
     const candidates: Candidate[] = [
       { path: '/cuda.node', backend: 'cuda' },
+      { path: '/vulkan.node', backend: 'vulkan' },
       { path: '/v4.node', backend: 'cpu', cpuLevel: 'x86-64-v4' },
       { path: '/local.node', backend: 'cpu' },
     ];
@@ -54,10 +57,34 @@ describe('binary loader', () => {
       assert.equal(choice.path, '/cuda.node');
     });
 
-    it('auto falls back to the best CPU binary when CUDA fails its smoke test, and says why', () => {
-      const choice = chooseBinary({ candidates, preference: 'auto', exists: everything, smokeTest: () => 'sees no CUDA GPU', load: loadsFine });
+    it('auto takes Vulkan when CUDA fails its smoke test, smoke-testing each as its backend, and says why', () => {
+      const tested: string[] = [];
+      const smokeTest = (p: string, b: string): string | undefined => (tested.push(`${b} ${p}`), p === '/cuda.node' ? 'sees no CUDA GPU' : undefined);
+      const choice = chooseBinary({ candidates, preference: 'auto', exists: everything, smokeTest, load: loadsFine });
+      assert.deepEqual([choice.backend, choice.path], ['vulkan', '/vulkan.node']);
+      assert.deepEqual(tested, ['cuda /cuda.node', 'vulkan /vulkan.node']);
+      assert.equal(choice.reason, 'backend preference auto (no working CUDA binary)');
+      assert.deepEqual(choice.passedOver, ['/cuda.node: sees no CUDA GPU']);
+    });
+
+    it('auto falls back to the best CPU binary when no GPU binary passes, and lists why each was passed over', () => {
+      const choice = chooseBinary({ candidates, preference: 'auto', exists: (p) => p !== '/cuda.node', smokeTest: () => 'sees no device', load: loadsFine });
       assert.deepEqual([choice.backend, choice.path, choice.cpuLevel], ['cpu', '/v4.node', 'x86-64-v4']);
-      assert.match(choice.reason, /no working CUDA binary/);
+      assert.equal(choice.reason, 'backend preference auto (no working CUDA or Vulkan binary)');
+      assert.deepEqual(choice.passedOver, ['/cuda.node: not found', '/vulkan.node: sees no device']);
+    });
+
+    it('vulkan takes only the Vulkan binary, and without one is ERR_BINARY with how to build one', () => {
+      const choice = chooseBinary({ candidates, preference: 'vulkan', exists: everything, smokeTest: loadsFine, load: loadsFine });
+      assert.deepEqual([choice.backend, choice.path, choice.passedOver], ['vulkan', '/vulkan.node', []]);
+      // A second Vulkan binary after a missing one: no 'no working Vulkan binary' in the reason.
+      const second = chooseBinary({ candidates: [{ path: '/gone.node', backend: 'vulkan' }, ...candidates], preference: 'auto', exists: (p) => p !== '/gone.node', smokeTest: (p) => (p === '/cuda.node' ? 'sees no CUDA GPU' : undefined), load: loadsFine });
+      assert.deepEqual([second.path, second.reason], ['/vulkan.node', 'backend preference auto (no working CUDA binary)']);
+      assert.throws(
+        () => chooseBinary({ candidates, preference: 'vulkan', exists: everything, smokeTest: () => 'sees no device', load: loadsFine }),
+        (error: ChainOfSpotError) =>
+          error.code === 'ERR_BINARY' && /CHAIN_OF_SPOT_VULKAN=1/.test(error.message) && /\/vulkan\.node: sees no device/.test(error.message) && !error.message.includes('/v4.node'),
+      );
     });
 
     it('cpu never smoke-tests or loads a CUDA binary', () => {
@@ -98,7 +125,7 @@ describe('binary loader', () => {
     try {
       const broken = path.join(dir, 'chain_of_spot.node');
       await writeFile(broken, 'not a shared object');
-      assert.match(smokeTestInChild(broken) ?? '', /smoke test/);
+      assert.match(smokeTestInChild(broken, 'cuda') ?? '', /smoke test/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -108,6 +135,7 @@ describe('binary loader', () => {
     const choice = backend();
     assert.equal(choice.backend, 'cpu');
     assert.equal(choice.gpuOffload, false);
+    assert.deepEqual(choice.devices, []);
     // The binary was built from the pinned commit (deps/llama.cpp.json, which CMake reads).
     const pin = JSON.parse(readFileSync(path.join(REPO_ROOT, 'deps', 'llama.cpp.json'), 'utf8')) as { commit: string };
     assert.equal(choice.llamaCppCommit, pin.commit);
