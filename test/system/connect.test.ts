@@ -165,8 +165,44 @@ describe('ChainOfSpot.connect: a server that fails', function () {
 
     const stalls = await fake({ '/completion': (_, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.write('{"content": "'); } });
     const remote = await ChainOfSpot.connect({ url: stalls, imageSize: 112, timeoutMs: 500 });
-    const stalled = await timed(rejectsWithCode(remote.ask(CAT, 'What is it?'), 'ERR_REMOTE', /did not answer \/completion within 500 ms/));
+    const stalled = await timed(rejectsWithCode(remote.ask(CAT, 'What is it?'), 'ERR_REMOTE', /went silent for 500 ms while answering \/completion \(timeoutMs\)/));
     assert.ok(stalled.ms < 5000, `${stalled.ms} ms`);
+  });
+
+  it('timeoutMs bounds the silences, not the answer: a stream that goes on past it steadily answers, one that stops for longer fails', async () => {
+    const timeoutMs = 300;
+    const pieces = Array.from({ length: 12 }, (_, i) => ` w${i}`);
+    // One piece every `gap` ms (after `pieces.length - stallAfter` of them, none for `stall` ms), then the totals.
+    const slowly = (gap: number, stallAfter = Infinity, stall = 0): Handler => (_, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let sent = 0;
+      const next = (): void => {
+        if (res.destroyed) return;
+        if (sent === pieces.length) {
+          const totals = { content: '', tokens: [], id_slot: 0, stop: true, tokens_evaluated: 70, tokens_predicted: pieces.length, stop_type: 'limit', truncated: false, timings: { cache_n: 0, prompt_n: 70, prompt_ms: 1, predicted_n: pieces.length, predicted_ms: 1 } };
+          res.end(`data: ${JSON.stringify(totals)}\n\n`);
+          return;
+        }
+        res.write(`data: ${JSON.stringify({ content: pieces[sent], tokens: [300 + sent], stop: false, id_slot: -1, tokens_predicted: sent + 1 })}\n\n`);
+        sent++;
+        setTimeout(next, sent === stallAfter ? stall : gap);
+      };
+      next();
+    };
+    const steady = await ChainOfSpot.connect({ url: await fake({ '/completion': slowly(timeoutMs / 3) }), imageSize: 112, timeoutMs });
+    const streamed: string[] = [];
+    const { value: answered, ms } = await timed(steady.baseline(CAT, 'What is it?', { onText: (text) => void streamed.push(text) }));
+    assert.ok(ms > 3 * timeoutMs, `${ms} ms: the answer took several times timeoutMs`);
+    assert.equal(answered.turn.text, pieces.join(''));
+    assert.deepEqual(streamed, pieces);
+    assert.deepEqual(Array.from(answered.turn.tokens), pieces.map((_, i) => 300 + i));
+    // Without onText too: every answer is streamed.
+    assert.equal((await steady.baseline(CAT, 'What is it?')).answer, pieces.join('').trim());
+
+    const stalling = await ChainOfSpot.connect({ url: await fake({ '/completion': slowly(timeoutMs / 3, 3, 4 * timeoutMs) }), imageSize: 112, timeoutMs });
+    const failed = await timed(rejectsWithCode(stalling.baseline(CAT, 'What is it?', { onText: () => undefined }), 'ERR_REMOTE', new RegExp(`went silent for ${timeoutMs} ms while answering /completion \\(timeoutMs\\)`)));
+    // The stall begins after two gaps and is noticed timeoutMs later, well before the stream would resume.
+    assert.ok(failed.ms >= timeoutMs && failed.ms < 2 * (timeoutMs / 3) + 4 * timeoutMs, `${failed.ms} ms`);
   });
 
   it('a connection dropped mid-answer: ERR_REMOTE', async () => {
