@@ -16,6 +16,18 @@ const PATCH_SIZE = 14;
  */
 export const DEFAULT_TIMEOUT_MS = 300_000;
 
+/**
+ * A `chat_parser` (llama-server's request field, a serialized PEG parser) that accepts any output.
+ * llama-server runs its chat parser on `/completion` output too (plain content by default), and
+ * that parser refuses text that is not valid UTF-8 (a byte token alone, a character cut short by
+ * `n_predict`) with HTTP 500; this one matches nothing and so never fails, and `/completion`'s
+ * `content` and `tokens` are the generated ones whatever it makes of them. A server that does not
+ * know the field ignores it.
+ */
+const ANY_OUTPUT_PARSER = JSON.stringify({ parsers: [{ type: 'epsilon' }], rules: {}, root: 0 });
+/** The message of that refusal (the format's name varies with the model's chat template). */
+const REFUSED_OUTPUT = /produced output that does not match the expected .* format/;
+
 /** What `/props` holds that we read. */
 interface Props {
   media_marker?: unknown;
@@ -65,6 +77,15 @@ export class LlamaServerClient {
   /**
    * One greedy `/completion` with the prompt cached for the next request, streamed (to `onText`
    * when given) so that only the server's silences are bounded, never the length of the answer.
+   *
+   * llama-server streams a token only once the text ends in a whole UTF-8 character, and then
+   * lists only that last token: the ids of byte tokens it held back are not in the stream, nor
+   * whatever a limit cut off inside a character, and where its output is not valid UTF-8 it ends
+   * the stream with an error instead of the totals. When any of that happened, the same
+   * completion is asked again unstreamed (greedy, so the same answer; its prompt is in the cache
+   * now) with a chat parser that accepts any output, which answers all the text, invalid bytes as
+   * U+FFFD (as the local instance shows them), and all the tokens. `onText` gets what the stream
+   * did not give.
    */
   async complete(request: CompletionRequest, signal: AbortSignal, onText: ((text: string) => void) | undefined): Promise<Completion> {
     const body = {
@@ -75,6 +96,8 @@ export class LlamaServerClient {
       cache_prompt: true,
       return_tokens: true,
       stream: true,
+      // The prompt's timings in every piece, for when the stream ends without its totals.
+      timings_per_token: true,
       // Greedy as the local instance: the temperature sampler alone, at 0, keeps the first best
       // token in id order (the default chain's top-k sorts first, which breaks exact ties otherwise).
       samplers: ['temperature'],
@@ -82,16 +105,41 @@ export class LlamaServerClient {
     };
     let content = '';
     const tokens: unknown[] = [];
-    const last = (await this.request('POST', '/completion', body, signal, (event) => {
-      if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.malformed('/completion', 'an event without content or tokens');
-      content += event.content;
-      tokens.push(...(event.tokens as unknown[]));
-      if (event.content !== '') onText?.(event.content);
-    })) as Record<string, unknown>;
-    // A server that answered unstreamed (a proxy, an older llama-server) sent it all at once.
-    const rest = typeof last.content === 'string' ? last.content : '';
-    if (rest !== '') onText?.(rest);
-    return checkCompletion(this, { ...last, content: content + rest, tokens: [...tokens, ...(Array.isArray(last.tokens) ? last.tokens : [])] });
+    let generated = 0;
+    let promptTimings: Record<string, unknown> | undefined;
+    let last: Record<string, unknown> | undefined;
+    try {
+      last = (await this.request('POST', '/completion', body, signal, (event) => {
+        if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.malformed('/completion', 'an event without content or tokens');
+        content += event.content;
+        tokens.push(...(event.tokens as unknown[]));
+        if (typeof event.tokens_predicted === 'number') generated = event.tokens_predicted;
+        if (event.timings !== null && typeof event.timings === 'object') promptTimings = event.timings as Record<string, unknown>;
+        if (event.content !== '') onText?.(event.content);
+      })) as Record<string, unknown>;
+    } catch (error) {
+      if (!(error instanceof ChainOfSpotError && REFUSED_OUTPUT.test(error.message))) throw error;
+    }
+    if (last !== undefined) {
+      // A server that answered unstreamed (a proxy, an older llama-server) sent it all at once.
+      const rest = typeof last.content === 'string' ? last.content : '';
+      if (rest !== '') onText?.(rest);
+      const answer = checkCompletion(this, { ...last, content: content + rest, tokens: [...tokens, ...(Array.isArray(last.tokens) ? last.tokens : [])] });
+      const total = typeof last.tokens_predicted === 'number' ? last.tokens_predicted : generated;
+      if (answer.tokens.length >= total) return answer;
+    }
+    const whole = checkCompletion(this, await this.request('POST', '/completion', {
+      ...body,
+      ...(typeof last?.id_slot === 'number' ? { id_slot: last.id_slot } : {}),
+      stream: false,
+      timings_per_token: false,
+      chat_parser: ANY_OUTPUT_PARSER,
+    }, signal));
+    if (whole.content.startsWith(content) && whole.content.length > content.length) onText?.(whole.content.slice(content.length));
+    // The prompt was evaluated (or taken from the cache) by the streamed request: its timings.
+    const { cache_n, prompt_n, prompt_ms } = promptTimings ?? {};
+    const prompt = [cache_n, prompt_n, prompt_ms].every((n) => typeof n === 'number') ? { cache_n, prompt_n, prompt_ms } : {};
+    return checkCompletion(this, { ...whole, timings: { ...whole.timings, ...prompt } });
   }
 
   /** How many tokens the server makes of a text (BOS included, special tokens parsed). */

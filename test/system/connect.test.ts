@@ -17,6 +17,7 @@ import { boxToPixels, encodePng, loadImage, prepareRegion } from '../../lib/imag
 import { BYTE_TOKEN_BASE, FIRST_NORMAL_ID } from '../../lib/models/tiny-model';
 import { BOX_PATTERN, parseBoxOrFallback } from '../../lib/procedure/box';
 import type { RemoteChainOfSpot } from '../../lib/procedure/remote';
+import { LONE_BYTE_TOKEN, tinyLlavaLoneByte } from '../support/lone-byte-model';
 import { tinyLlava, tinyLlavaFast } from '../support/models';
 import { FIXTURE_IMAGES, REPO_ROOT } from '../support/paths';
 import { closedPort, rejectsWithCode } from '../support/remote';
@@ -479,5 +480,92 @@ describe('ChainOfSpot.connect against llama-server (the pinned source, 127.0.0.1
     await large!.stop();
     await rejectsWithCode(other.ask(CAT, 'What is it?'), 'ERR_REMOTE', /cannot reach llama-server/);
     await other.dispose();
+  });
+});
+
+describe('ChainOfSpot.connect against llama-server: answers that are not valid UTF-8', function () {
+  // A model that writes the byte token <0xE6> alone now and then (test/support/lone-byte-model.ts):
+  // text llama-server's chat parser refuses, with HTTP 500 where the answer is not streamed and an
+  // error instead of the totals where it is. The local addon shows each such byte as U+FFFD.
+  this.timeout(120_000);
+  let server: LlamaServerProcess | undefined;
+  let local: ChainOfSpot | undefined;
+  let remote: RemoteChainOfSpot | undefined;
+
+  before(async function () {
+    this.timeout(50 * 60_000);
+    const binary = await buildLlamaServer();
+    const files = await tinyLlavaLoneByte();
+    server = await LlamaServerProcess.start(binary, files);
+    local = await ChainOfSpot.load({ ...files, threads: THREADS, contextSize: CONTEXT });
+    remote = await ChainOfSpot.connect({ url: server.url });
+  });
+
+  after(async () => {
+    await remote?.dispose();
+    await local?.dispose();
+    await server?.stop();
+  });
+
+  const lone = (turn: { tokens: Int32Array }): number => turn.tokens.indexOf(LONE_BYTE_TOKEN);
+
+  it("one turn (the baseline) whose answer holds lone bytes, or ends in one: the addon's text and tokens, streamed or not", async () => {
+    let holding = 0;
+    for (const [image, question] of QUESTIONS) {
+      const expected = await local!.baseline(image, question, { maxTokens: 16 });
+      // Cut short right after its first lone byte, too: a character left unfinished at the end.
+      const cut = lone(expected.turn) + 1;
+      const cases = [{ maxTokens: 16, expected }, ...(cut > 0 ? [{ maxTokens: cut, expected: await local!.baseline(image, question, { maxTokens: cut }) }] : [])];
+      for (const { maxTokens, expected: want } of cases) {
+        const where = `${path.basename(image)}, ${maxTokens} tokens: ${JSON.stringify(want.turn.text)}`;
+        const pieces: string[] = [];
+        const streamed = await remote!.baseline(image, question, { maxTokens, onText: (text) => void pieces.push(text) });
+        const plain = await remote!.baseline(image, question, { maxTokens });
+        for (const actual of [streamed, plain]) {
+          assert.equal(actual.turn.text, want.turn.text, where);
+          assert.deepEqual(Array.from(actual.turn.tokens), Array.from(want.turn.tokens), where);
+          assert.equal(actual.turn.finishReason, want.turn.finishReason, where);
+          assert.equal(actual.answer, want.answer, where);
+        }
+        assert.equal(pieces.join(''), streamed.turn.text, `${where}: what onText got`);
+      }
+      if (cut > 0) {
+        holding++;
+        assert.match(expected.turn.text, /\uFFFD/, 'the addon shows the lone byte as U+FFFD');
+        assert.match(cases[1]!.expected.turn.text, /\uFFFD$/);
+      }
+    }
+    assert.ok(holding >= 2, `${holding} of ${QUESTIONS.length} answers hold a lone byte`);
+  });
+
+  it("both turns survive lone bytes: with the box grammar the whole answer is the addon's; written freely, turn one is, and turn two answers after its text", async () => {
+    let turnTwoHolding = 0;
+    let turnOneHolding = 0;
+    for (const [image, question] of QUESTIONS) {
+      const options = { maxTokens: 16 };
+      const [expected, actual] = [await local!.ask(image, question, options), await remote!.ask(image, question, options)];
+      const where = `${path.basename(image)}: ${JSON.stringify(expected.turns[1].text)}`;
+      // Turn one is the addon's unless the grammar's forced text was taken as other tokens (see above).
+      if (Array.from(actual.turns[0].tokens).join() === Array.from(expected.turns[0].tokens).join()) {
+        assert.deepEqual(essence(actual), essence(expected), where);
+        if (lone(expected.turns[1]) !== -1) turnTwoHolding++;
+      }
+
+      const free = { maxTokens: 16, roiMaxTokens: 16, grammar: false };
+      const [want, got] = [await local!.ask(image, question, free), await remote!.ask(image, question, free)];
+      const [one, two] = got.turns;
+      assert.deepEqual({ text: one.text, tokens: Array.from(one.tokens) }, { text: want.turns[0].text, tokens: Array.from(want.turns[0].tokens) }, `${where}: turn one`);
+      if (lone(want.turns[0]) === -1) {
+        assert.deepEqual(essence(got), essence(want), where);
+        continue;
+      }
+      turnOneHolding++;
+      // Turn two's prompt holds turn one's text, U+FFFD where the byte was (no string holds the
+      // byte alone): the cache serves turn one's prompt at least, and the model answers.
+      assert.ok(two.cachedTokens >= one.cachedTokens + one.promptTokens, `${where}: ${two.cachedTokens} cached`);
+      assert.ok(two.generatedTokens > 0 && two.tokens.length === two.generatedTokens, where);
+      assert.equal(got.answer, two.text.trim());
+    }
+    assert.ok(turnTwoHolding >= 1 && turnOneHolding >= 1, `lone bytes in ${turnTwoHolding} of the grammar's turns two compared, ${turnOneHolding} free turns one`);
   });
 });
