@@ -1,7 +1,7 @@
 /**
  * The HTTP side of {@link RemoteChainOfSpot}: a client of llama-server's endpoints (`/props`,
- * `/completion` plain and streamed, `/tokenize`, the token counting of
- * `/v1/chat/completions/input_tokens`), each request bounded by a timeout and each failure a
+ * `/completion` streamed, `/tokenize`, the token counting of `/v1/chat/completions/input_tokens`),
+ * each request bounded by how long the server may stay silent and each failure a
  * ChainOfSpotError, and the measurement of the projector's image size. It knows nothing of the
  * procedure: the remote conversation (remote.ts) says what to send.
  */
@@ -10,8 +10,23 @@ import { encodePng } from '../image/image';
 
 /** LLaVA-1.5's CLIP ViT-L/14 patch: one image is (imageSize / 14)² tokens. */
 const PATCH_SIZE = 14;
-/** The most milliseconds one request may take, and the default. */
+/**
+ * The most milliseconds a server may stay silent (until it answers, and between the pieces of a
+ * streamed answer), and the default: Node's fetch waits no longer for a response or its next bytes.
+ */
 export const DEFAULT_TIMEOUT_MS = 300_000;
+
+/**
+ * A `chat_parser` (llama-server's request field, a serialized PEG parser) that accepts any output.
+ * llama-server runs its chat parser on `/completion` output too (plain content by default), and
+ * that parser refuses text that is not valid UTF-8 (a byte token alone, a character cut short by
+ * `n_predict`) with HTTP 500; this one matches nothing and so never fails, and `/completion`'s
+ * `content` and `tokens` are the generated ones whatever it makes of them. A server that does not
+ * know the field ignores it.
+ */
+const ANY_OUTPUT_PARSER = JSON.stringify({ parsers: [{ type: 'epsilon' }], rules: {}, root: 0 });
+/** The message of that refusal (the format's name varies with the model's chat template). */
+const REFUSED_OUTPUT = /produced output that does not match the expected .* format/;
 
 /** What `/props` holds that we read. */
 interface Props {
@@ -60,8 +75,17 @@ export class LlamaServerClient {
   }
 
   /**
-   * One greedy `/completion`, streamed to `onText` when given (the pieces, then the totals),
-   * with the prompt cached for the next request.
+   * One greedy `/completion` with the prompt cached for the next request, streamed (to `onText`
+   * when given) so that only the server's silences are bounded, never the length of the answer.
+   *
+   * llama-server streams a token only once the text ends in a whole UTF-8 character, and then
+   * lists only that last token: the ids of byte tokens it held back are not in the stream, nor
+   * whatever a limit cut off inside a character, and where its output is not valid UTF-8 it ends
+   * the stream with an error instead of the totals. When any of that happened, the same
+   * completion is asked again unstreamed (greedy, so the same answer; its prompt is in the cache
+   * now) with a chat parser that accepts any output, which answers all the text, invalid bytes as
+   * U+FFFD (as the local instance shows them), and all the tokens. `onText` gets what the stream
+   * did not give.
    */
   async complete(request: CompletionRequest, signal: AbortSignal, onText: ((text: string) => void) | undefined): Promise<Completion> {
     const body = {
@@ -71,22 +95,51 @@ export class LlamaServerClient {
       ...(request.slot === undefined ? {} : { id_slot: request.slot }),
       cache_prompt: true,
       return_tokens: true,
-      stream: onText !== undefined,
+      stream: true,
+      // The prompt's timings in every piece, for when the stream ends without its totals.
+      timings_per_token: true,
       // Greedy as the local instance: the temperature sampler alone, at 0, keeps the first best
       // token in id order (the default chain's top-k sorts first, which breaks exact ties otherwise).
       samplers: ['temperature'],
       temperature: 0,
     };
-    if (onText === undefined) return checkCompletion(this, await this.request('POST', '/completion', body, signal));
     let content = '';
     const tokens: unknown[] = [];
-    const last = (await this.request('POST', '/completion', body, signal, (event) => {
-      if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.malformed('/completion', 'an event without content or tokens');
-      content += event.content;
-      tokens.push(...(event.tokens as unknown[]));
-      if (event.content !== '') onText(event.content);
-    })) as Record<string, unknown>;
-    return checkCompletion(this, { ...last, content, tokens });
+    let generated = 0;
+    let promptTimings: Record<string, unknown> | undefined;
+    let last: Record<string, unknown> | undefined;
+    try {
+      last = (await this.request('POST', '/completion', body, signal, (event) => {
+        if (typeof event.content !== 'string' || !Array.isArray(event.tokens)) throw this.malformed('/completion', 'an event without content or tokens');
+        content += event.content;
+        tokens.push(...(event.tokens as unknown[]));
+        if (typeof event.tokens_predicted === 'number') generated = event.tokens_predicted;
+        if (event.timings !== null && typeof event.timings === 'object') promptTimings = event.timings as Record<string, unknown>;
+        if (event.content !== '') onText?.(event.content);
+      })) as Record<string, unknown>;
+    } catch (error) {
+      if (!(error instanceof ChainOfSpotError && REFUSED_OUTPUT.test(error.message))) throw error;
+    }
+    if (last !== undefined) {
+      // A server that answered unstreamed (a proxy, an older llama-server) sent it all at once.
+      const rest = typeof last.content === 'string' ? last.content : '';
+      if (rest !== '') onText?.(rest);
+      const answer = checkCompletion(this, { ...last, content: content + rest, tokens: [...tokens, ...(Array.isArray(last.tokens) ? last.tokens : [])] });
+      const total = typeof last.tokens_predicted === 'number' ? last.tokens_predicted : generated;
+      if (answer.tokens.length >= total) return answer;
+    }
+    const whole = checkCompletion(this, await this.request('POST', '/completion', {
+      ...body,
+      ...(typeof last?.id_slot === 'number' ? { id_slot: last.id_slot } : {}),
+      stream: false,
+      timings_per_token: false,
+      chat_parser: ANY_OUTPUT_PARSER,
+    }, signal));
+    if (whole.content.startsWith(content) && whole.content.length > content.length) onText?.(whole.content.slice(content.length));
+    // The prompt was evaluated (or taken from the cache) by the streamed request: its timings.
+    const { cache_n, prompt_n, prompt_ms } = promptTimings ?? {};
+    const prompt = [cache_n, prompt_n, prompt_ms].every((n) => typeof n === 'number') ? { cache_n, prompt_n, prompt_ms } : {};
+    return checkCompletion(this, { ...whole, timings: { ...whole.timings, ...prompt } });
   }
 
   /** How many tokens the server makes of a text (BOS included, special tokens parsed). */
@@ -97,24 +150,33 @@ export class LlamaServerClient {
   }
 
   /**
-   * One request and its JSON answer. `signal` (an operation's: the caller's abort, or dispose)
-   * rejects with ERR_ABORTED; everything else that goes wrong with ERR_REMOTE (ERR_CONTEXT_FULL
-   * for llama-server's context error).
+   * One request and its JSON answer (with `onEvent`, streamed: see {@link #events}). `signal` (an
+   * operation's: the caller's abort, or dispose) rejects with ERR_ABORTED; a server silent for
+   * `timeoutMs` (before it answers, or between two pieces of a stream) and everything else that
+   * goes wrong with ERR_REMOTE (ERR_CONTEXT_FULL for llama-server's context error).
    */
   async request(method: 'GET' | 'POST', path: string, body: object | undefined, signal: AbortSignal, onEvent?: (event: Record<string, unknown>) => void): Promise<unknown> {
     if (signal.aborted) throw abortedError(signal.reason);
-    const timeout = AbortSignal.timeout(this.timeoutMs);
+    // Aborted when the server has sent nothing for timeoutMs; every piece it sends restarts the clock.
+    const silence = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    let answering = false;
+    const heard = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => silence.abort(), this.timeoutMs);
+    };
     // Ends a stream whose onEvent threw.
     const own = new AbortController();
-    const both = AbortSignal.any([signal, timeout, own.signal]);
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const both = AbortSignal.any([signal, silence.signal, own.signal]);
+    const headers: Record<string, string> = { accept: onEvent === undefined ? 'application/json' : 'text/event-stream, application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
     const failed = (error: unknown, during: string): ChainOfSpotError => {
       if (signal.aborted) return abortedError(signal.reason);
       const undiciCode = (error as { cause?: { code?: unknown } }).cause?.code;
-      if (timeout.aborted || undiciCode === 'UND_ERR_HEADERS_TIMEOUT' || undiciCode === 'UND_ERR_BODY_TIMEOUT') {
-        return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} did not answer ${path} within ${this.timeoutMs} ms (timeoutMs)`, { cause: error });
+      if (silence.signal.aborted || undiciCode === 'UND_ERR_HEADERS_TIMEOUT' || undiciCode === 'UND_ERR_BODY_TIMEOUT') {
+        const what = answering ? `went silent for ${this.timeoutMs} ms while answering ${path}` : `did not answer ${path} within ${this.timeoutMs} ms`;
+        return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} ${what} (timeoutMs)`, { cause: error });
       }
       const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
       const code = typeof cause?.code === 'string' ? cause.code : undefined;
@@ -132,42 +194,52 @@ export class LlamaServerClient {
       return new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url}: ${path} failed (${detail})`, { cause: error });
     };
 
-    let response: Response;
+    heard();
     try {
-      response = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: both });
-    } catch (error) {
-      throw failed(error, 'connect');
-    }
-    if (onEvent !== undefined && response.ok && response.body) {
+      let response: Response;
       try {
-        return await this.#events(path, response.body, onEvent, own);
+        response = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: both });
       } catch (error) {
-        if (error instanceof ChainOfSpotError || own.signal.aborted) throw error;
+        throw failed(error, 'connect');
+      }
+      answering = true;
+      heard();
+      // A server that answers a stream request unstreamed (a proxy, an error) is read as JSON.
+      if (onEvent !== undefined && response.ok && response.body && /^text\/event-stream/i.test(response.headers.get('content-type') ?? '')) {
+        try {
+          return await this.#events(path, response.body, onEvent, own, heard);
+        } catch (error) {
+          if (error instanceof ChainOfSpotError || own.signal.aborted) throw error;
+          throw failed(error, 'read');
+        }
+      }
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (error) {
         throw failed(error, 'read');
       }
-    }
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (error) {
-      throw failed(error, 'read');
-    }
-    if (!response.ok) throw this.#httpError(path, response.status, text);
-    try {
-      return JSON.parse(text) as unknown;
-    } catch (error) {
-      throw this.malformed(path, `not JSON: ${JSON.stringify(text.slice(0, 200))}`, error);
+      if (!response.ok) throw this.#httpError(path, response.status, text);
+      try {
+        return JSON.parse(text) as unknown;
+      } catch (error) {
+        throw this.malformed(path, `not JSON: ${JSON.stringify(text.slice(0, 200))}`, error);
+      }
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   /**
    * A streamed answer (server-sent events, `data: {json}` each): every event before the last to
    * `onEvent`, the last (`stop: true`) returned. An event with an `error` rejects as an HTTP error.
+   * `heard` is told of every chunk (llama-server's pings, comments, included).
    */
-  async #events(path: string, body: ReadableStream<Uint8Array>, onEvent: (event: Record<string, unknown>) => void, own: AbortController): Promise<unknown> {
+  async #events(path: string, body: ReadableStream<Uint8Array>, onEvent: (event: Record<string, unknown>) => void, own: AbortController, heard: () => void): Promise<unknown> {
     const decoder = new TextDecoder();
     let buffer = '';
     for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+      heard();
       buffer += decoder.decode(chunk, { stream: true });
       let end: number;
       while ((end = buffer.indexOf('\n')) !== -1) {

@@ -24,10 +24,11 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
    */
   url: string;
   /**
-   * The most milliseconds one HTTP request may take, answer included: from 1 to 300000, the
-   * default (Node's fetch waits at most 5 minutes for an answer to begin). A server that does not
-   * answer in time fails the call with ERR_REMOTE instead of hanging it. A question makes two
-   * requests (one per turn).
+   * The most milliseconds llama-server may stay silent: until it starts answering a request, and
+   * then between two pieces of its answer (every answer is streamed; llama-server pings every 30 s
+   * while it works). From 1 to 300000, the default (Node's fetch waits no longer for a response or
+   * its next bytes). A server silent for longer fails the call with ERR_REMOTE instead of hanging
+   * it; one that keeps streaming takes as long as its answer does.
    */
   timeoutMs?: number;
   /** Sent as `Authorization: Bearer <apiKey>`, for a server started with `--api-key`. */
@@ -72,7 +73,7 @@ interface Server {
  * {@link ChainOfSpot.ask}, {@link ChainOfSpot.baseline}, {@link ChainOfSpot.open} and
  * {@link ChainOfSpot.dispose}, and the same results.
  *
- * How it maps to llama-server (the `/completion` endpoint, non-streamed, greedy with
+ * How it maps to llama-server (the `/completion` endpoint, streamed, greedy with
  * `samplers: ['temperature']` at 0, which breaks exact ties as the local instance does):
  * - turn one: the reference's prompt as a raw string with `/props`' media marker where the image
  *   goes, the prepared original (padded and resized here, bit-exact to Pillow) as PNG in
@@ -93,13 +94,17 @@ interface Server {
  * - where the box grammar leaves a single text (`, ` between numbers), the local instance writes
  *   it without sampling, as its ordinary token; llama-server samples among the tokens that spell
  *   it, which is the same token unless the model rates another (a byte token) higher;
+ * - text that is not valid UTF-8 (a byte token alone, a character cut short by `maxTokens`) reads
+ *   as U+FFFD, as locally; llama-server refuses such output in the stream, so that turn is asked
+ *   again unstreamed (the same greedy answer, its prompt cached). Turn two's prompt then holds
+ *   U+FFFD where the local instance holds the byte: no prompt string can hold it alone;
  * - timings: `promptMs` is llama-server's prompt time, image encoding included;
  *   `imageEncodeMs` and `imageDecodeMs` are 0; `promptTokens` are the tokens it evaluated (those
  *   its cache did not serve); `decodeSteps` equals `generatedTokens` (llama-server decodes every
  *   token on its own, grammar-forced ones too);
  *
  * Failures of the server (unreachable, an HTTP error, an answer that is not what llama-server
- * sends, no answer within `timeoutMs`) reject with ERR_REMOTE; a prompt that does not fit the
+ * sends, silent for `timeoutMs`) reject with ERR_REMOTE; a prompt that does not fit the
  * server's context with ERR_CONTEXT_FULL.
  */
 export class RemoteChainOfSpot implements ChainOfSpotLike {
