@@ -10,7 +10,7 @@ import type { Command } from './args';
 export async function rpcServer(command: Extract<Command, { command: 'rpc-server' }>, signal: AbortSignal): Promise<number> {
   const threads = command.threads ?? defaultThreads();
   const endpoint = `${command.host}:${command.port}`;
-  const device = backend().backend === 'cuda' ? 'GPUs' : 'CPU';
+  const device = backend().backend === 'cpu' ? 'CPU' : 'GPUs';
   process.stdout.write(`chain-of-spot rpc-server: serving this machine's ${device} (${threads} threads) on ${endpoint}; Ctrl-C stops it\n`);
   if (!command.host.startsWith('127.')) {
     process.stderr.write(

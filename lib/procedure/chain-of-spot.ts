@@ -106,7 +106,7 @@ export class ChainOfSpot implements ChainOfSpotLike {
     return RemoteChainOfSpot.connect(options);
   }
 
-  /** Which native binary and backend (CPU or CUDA) this process uses, and why. */
+  /** Which native binary and backend (CPU, CUDA or Vulkan) this process uses, why, and its devices. */
   static backend(): ReturnType<typeof backend> {
     return backend();
   }
