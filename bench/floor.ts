@@ -1,8 +1,10 @@
 /**
- * The C++ floor (bench/floor/floor.cpp): built from the vendored llama.cpp into build-floor/ and
- * driven as a child process, one JSON line per plan.
+ * The C++ floor (bench/floor/floor.cpp): built in the addon's own build tree, from its llama.cpp
+ * objects (the `cos-floor` target of CMakeLists.txt), and driven as a child process, one JSON line
+ * per plan.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -10,12 +12,6 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Measured, PlanStep, Step } from './protocol';
 
 const REPO_ROOT = path.resolve(__dirname, '../..');
-/**
- * Beside the addon's build/, not in .cache/: a CMake build belongs to one source tree (clones and
- * worktrees may share a .cache), and at build/'s depth its relative paths are the addon's, so
- * ccache (with CCACHE_BASEDIR, as in CI) reuses the addon's llama.cpp objects.
- */
-export const FLOOR_BUILD_DIR = path.join(REPO_ROOT, 'build-floor');
 
 /** Runs a command in the repository; rejects with the end of its output when it fails. */
 export function exec(command: string, args: string[]): Promise<void> {
@@ -32,11 +28,21 @@ export function exec(command: string, args: string[]): Promise<void> {
   });
 }
 
-/** Configures (once) and builds the floor; incremental, so a no-op build takes a second. */
-export async function buildFloor(cuda: boolean): Promise<string> {
-  await exec('cmake', ['-S', path.join('bench', 'floor'), '-B', FLOOR_BUILD_DIR, '-G', 'Ninja', '-DCMAKE_BUILD_TYPE=Release', `-DCOS_CUDA=${cuda ? 'ON' : 'OFF'}`]);
-  await exec('cmake', ['--build', FLOOR_BUILD_DIR, '--target', 'cos-floor']);
-  return path.join(FLOOR_BUILD_DIR, 'cos-floor');
+/**
+ * Builds the floor in the build tree of the addon binary under test (`<tree>/Release/chain_of_spot.node`:
+ * build/, build-cuda/), linking the llama.cpp objects that binary was made of; incremental, so a
+ * no-op build takes a second.
+ */
+export async function buildFloor(addonBinary: string): Promise<string> {
+  const tree = path.dirname(path.dirname(addonBinary));
+  if (!existsSync(path.join(tree, 'CMakeCache.txt'))) {
+    throw new Error(
+      `the C++ floor is built in the addon's build tree, and ${addonBinary} has none (a prebuilt binary): ` +
+        'build the addon (`npm run build:native`, or build:cuda) and run with CHAIN_OF_SPOT_BINARY=<tree>/Release/chain_of_spot.node',
+    );
+  }
+  await exec('cmake', ['--build', tree, '--target', 'cos-floor']);
+  return path.join(tree, 'cos-floor');
 }
 
 export interface FloorConfig {

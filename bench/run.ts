@@ -161,7 +161,7 @@ async function main(): Promise<void> {
   const backend = ChainOfSpot.backend();
   log(`building the C++ floor (${backend.backend})...`);
   phase = performance.now();
-  const floorBinary = await buildFloor(backend.backend === 'cuda');
+  const floorBinary = await buildFloor(backend.path);
   const buildMs = performance.now() - phase;
 
   // G is optional: whatever stops it (no build, no start, a failed request) is said in its target's note.

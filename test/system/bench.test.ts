@@ -65,7 +65,7 @@ describe('npm run bench -- --shape tiny (the harness, not its speed)', function 
     // The builds the bench would start itself, here so that a first one (many minutes) is not the smoke run's.
     this.timeout(50 * 60_000);
     cpu = ChainOfSpot.backend().backend === 'cpu';
-    floorBinary = await buildFloor(!cpu);
+    floorBinary = await buildFloor(ChainOfSpot.backend().path);
     if (cpu) assertExited(await runNode([path.join(REPO_ROOT, 'scripts', 'build-llama-server.mjs')], { timeoutMs: 50 * 60_000 }));
     outDir = await mkdtemp(path.join(tmpdir(), 'cos-bench-'));
   });
