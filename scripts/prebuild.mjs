@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// Builds the portable binaries shipped in prebuilds/: the CPU ones in prebuilds/<platform>-<arch>/,
+// Builds the portable binaries for prebuilds/: the CPU ones shipped in prebuilds/<platform>-<arch>/,
 // one per x86-64 level (baseline SSE4.2, v3 = AVX2/FMA/F16C, v4 = AVX-512), none with
-// -march=native, and the Vulkan one (`vulkan`: ggml's Vulkan backend, its CPU part at x86-64-v3)
-// in prebuilds/<platform>-<arch>-vulkan/ (needs glslc and the Vulkan headers). The loader picks the
-// Vulkan one when it finds a GPU, else the best level the user's CPU runs. Not committed to git,
-// shipped by `npm pack`.
+// -march=native; and, when asked for (`vulkan`), the Vulkan one (ggml's Vulkan backend, its CPU
+// part at x86-64-v3) in prebuilds/<platform>-<arch>-vulkan/ (needs glslc and the Vulkan headers),
+// not shipped yet (README, "GPU"). The loader picks a Vulkan one when it finds a GPU, else the best
+// level the user's CPU runs. Not committed to git, shipped by `npm pack`.
 //   npm run prebuild [-- [--into DIR] [--build-root DIR] [TARGET...]]
-// TARGET: a level or `vulkan` (default all four). --into: where the CPU .node files go (default
+// TARGET: a level or `vulkan` (default the three levels). --into: where the CPU .node files go (default
 // prebuilds/<platform>-<arch>; the Vulkan one goes to DIR-vulkan); --build-root: where the build
 // folders go (default the repository). The pack test builds into a temporary folder, so that
 // running the suite never changes which binary the loader picks in this checkout.
@@ -25,7 +25,7 @@ if (process.arch !== 'x64') {
   process.exit(1);
 }
 const { values, positionals } = parseArgs({ options: { into: { type: 'string' }, 'build-root': { type: 'string' } }, allowPositionals: true });
-const targets = positionals.length > 0 ? positionals : TARGETS;
+const targets = positionals.length > 0 ? positionals : LEVELS;
 for (const target of targets) {
   if (!TARGETS.includes(target)) {
     console.error(`prebuild: unknown target ${target}; choose from ${TARGETS.join(', ')}`);
