@@ -27,7 +27,7 @@ export const CPU_BINARY = process.env.CHAIN_OF_SPOT_CPU_BINARY ?? path.join(REPO
 export function gpuDevice(): Device {
   const choice = backend();
   assert.notEqual(choice.backend, 'cpu', `the GPU tests need a GPU binary; the loader chose ${choice.path} (${choice.reason}; passed over: ${choice.passedOver.join('; ')}). ` +
-    'Build one (npm run build:vulkan) and, on lavapipe, name the device: GGML_VK_VISIBLE_DEVICES=0 npm run test:gpu');
+    'Build one (npm run build:vulkan) and, on lavapipe, name the device (and turn fusion off, README): GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_FUSION=1 npm run test:gpu');
   assert.ok(choice.devices.length > 0, `${choice.path} sees no device`);
   return choice.devices[0]!;
 }
