@@ -7,7 +7,7 @@
 import { ChainOfSpotError } from '../common/errors';
 import type { Model } from '../llama/model';
 import type { Projector } from '../llama/projector';
-import type { ImageSlot, Prompt, SpecialPart } from './prompt';
+import { partImage, type ImageSlot, type Prompt, type SpecialPart } from './prompt';
 import type { RgbImage } from '../common/rgb-image';
 import type { EvaluateResult, ImageEvaluation } from '../llama/session';
 
@@ -96,9 +96,7 @@ export async function evaluatePrompt(
       stats.tokens += 1;
     }
     first = false;
-    const image = images[part.image];
-    if (!image) throw new TypeError(`the prompt needs the ${part.image} image`);
-    const result = await session.evaluateImage(projector, image, { signal: options.signal });
+    const result = await session.evaluateImage(projector, partImage(images, part), { signal: options.signal });
     stats.tokens += result.tokens;
     stats.imageEncodeMs += result.encodeMs;
     stats.imageDecodeMs += result.decodeMs;

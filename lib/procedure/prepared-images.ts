@@ -99,7 +99,7 @@ export class PreparedImages {
 }
 
 /** Runs an image step; what fails in it, other than an argument mistake, is ERR_IMAGE. */
-export async function imageStep<T>(step: () => Promise<T>): Promise<T> {
+async function imageStep<T>(step: () => Promise<T>): Promise<T> {
   try {
     return await step();
   } catch (error) {

@@ -38,6 +38,17 @@ export interface ImagePart {
   readonly image: ImageSlot;
 }
 
+/**
+ * The image an image part names, from those a turn was given.
+ * @throws TypeError when it was not given.
+ * @internal
+ */
+export function partImage<Image>(images: Partial<Record<ImageSlot, Image>>, part: ImagePart): Image {
+  const image = images[part.image];
+  if (image === undefined) throw new TypeError(`the prompt needs the ${part.image} image`);
+  return image;
+}
+
 /** One part of a {@link Prompt}. */
 export type PromptPart = TextPart | SpecialPart | ImagePart;
 

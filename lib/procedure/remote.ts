@@ -13,7 +13,7 @@ import { askConfig, promptDefaults, type AskConfig } from './ask-config';
 import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl } from './llama-server';
 import { PreparedImages } from './prepared-images';
 import { askBaseline, askChainOfSpot, type Conversation, type ProcedureHost, type TurnGeneration, type TurnImages } from './procedure';
-import { renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
+import { partImage, renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
 import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, OpenedImage, TurnResult } from './types';
 
 /** Options of {@link ChainOfSpot.connect}. */
@@ -232,10 +232,7 @@ class ServerConversation implements Conversation<RemoteTurnResult> {
 
   async turn(prompt: Prompt, images: TurnImages, generation: TurnGeneration): Promise<RemoteTurnResult> {
     for (const part of prompt) {
-      if (part.type !== 'image') continue;
-      const image = images[part.image];
-      if (!image) throw new TypeError(`the prompt needs the ${part.image} image`);
-      this.#images.push(await this.#png(image));
+      if (part.type === 'image') this.#images.push(await this.#png(partImage(images, part)));
     }
     const raw = this.#history + this.#raw(prompt);
     const answer = await this.#server.client.complete(
