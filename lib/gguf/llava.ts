@@ -178,6 +178,12 @@ function checkTextModel(parsed: ParsedGgufHeader, architecture: string): void {
   if (blocks !== undefined && !(blocks >= 1 && blocks <= LLAMA_MAX_LAYERS)) {
     throw new GgufFormatError(`'${architecture}.block_count' is ${blocks}; llama.cpp loads 1 to ${LLAMA_MAX_LAYERS} layers (it aborts otherwise): ${REDOWNLOAD}`);
   }
+  // Qwen3-VL adds deepstack slice i to layer i's output; the last layer's keeps only the output
+  // tokens' rows, and the add aborts (ggml_can_repeat).
+  const deepstack = numberValue(parsed, `${architecture}.n_deepstack_layers`);
+  if (deepstack !== undefined && blocks !== undefined && deepstack >= blocks) {
+    throw new GgufFormatError(`'${architecture}.n_deepstack_layers' is ${deepstack}; it must be less than '${architecture}.block_count' ${blocks} (llama.cpp aborts otherwise): ${REDOWNLOAD}`);
+  }
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_rms_epsilon`);
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_epsilon`);
 

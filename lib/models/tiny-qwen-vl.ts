@@ -111,15 +111,16 @@ export const TINY_QWEN25_VL: TinyQwenVlSpec = {
 };
 
 /**
- * Qwen3-VL's geometry: 16-pixel patches merged 2x2, so one token per 32x32 pixels; deepstack
- * mergers on encoder layers 0 and 1 of 3, so the projector gives 3 x 256 = 768 values per token.
+ * Qwen3-VL's geometry: 16-pixel patches merged 2x2, so one token per 32x32 pixels; a deepstack
+ * merger on encoder layer 0 of 2, so the projector gives 2 x 256 = 512 values per token (one
+ * deepstack layer only: the 2-layer text model can take fewer than 2).
  * M-RoPE sections in the proportions of Qwen3-VL's 24/20/20.
  */
 export const TINY_QWEN3_VL: TinyQwenVlSpec = {
   name: 'tiny-qwen3-vl',
   family: 'qwen3-vl',
   text: { ...QWEN_TEXT, ropeSections: [12, 10, 10, 0] },
-  vision: { imageSize: 256, patchSize: 16, spatialMerge: 2, nEmbd: 64, nLayer: 3, nHead: 2, nFf: 128, layerNormEps: 1e-6, deepstackLayers: [0, 1] },
+  vision: { imageSize: 256, patchSize: 16, spatialMerge: 2, nEmbd: 64, nLayer: 2, nHead: 2, nFf: 128, layerNormEps: 1e-6, deepstackLayers: [0] },
 };
 
 /** Qwen3-VL's normalization constants (SigLIP's). */
@@ -156,8 +157,9 @@ function checkSpec(spec: TinyQwenVlSpec, seed: number): void {
   if (deepstack.some((l) => !Number.isInteger(l) || l < 0 || l >= vision.nLayer) || new Set(deepstack).size !== deepstack.length) {
     fail('vision.deepstackLayers must be distinct encoder layers');
   }
-  // The text model adds deepstack slice i to the output of its layer i.
-  if (deepstack.length > text.nLayer) fail('no more deepstack layers than text layers');
+  // The text model adds deepstack slice i to the output of its layer i, but not to the last one,
+  // which keeps only the rows of the output tokens (llama.cpp aborts on the mismatch).
+  if (deepstack.length >= text.nLayer) fail('fewer deepstack layers than text layers');
 }
 
 function fingerprint(spec: TinyQwenVlSpec, seed: number): string {
