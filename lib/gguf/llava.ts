@@ -14,10 +14,12 @@
  *   dereferences present, with the shape the hyperparameters give ({@link ENCODER_RULES},
  *   {@link PROJECTOR_RULES}: clip.cpp loads most of them as optional and trusts what it finds).
  *
- * Owns: the LLaVA / llama / CLIP rules. May import: ./format, ./reader and node builtins.
+ * Owns: the LLaVA / llama / CLIP rules, and the dispatch to other families' projector rules
+ * (./qwen-vl). May import: ./format, ./reader, ./qwen-vl and node builtins.
  */
 import { GgmlType, GgufType, valueTypeLabel } from './format';
 import { GgufFormatError, REDOWNLOAD, type GgufEntry, type ParsedGgufHeader, type ParsedTensor } from './reader';
+import { QWEN_VL_PROJECTOR_TYPES, checkQwenVlProjector } from './qwen-vl';
 
 /** What a file is expected to be: the LLaVA text model, or its CLIP projector (mmproj). */
 export type GgufRole = 'text-model' | 'projector';
@@ -55,7 +57,7 @@ function sameShape(shape: readonly number[], expected: readonly number[]): boole
 }
 
 /** A metadata number, or undefined when the key is absent or not a number. */
-function numberValue(parsed: ParsedGgufHeader, key: string): number | undefined {
+export function numberValue(parsed: ParsedGgufHeader, key: string): number | undefined {
   const entry = parsed.entries.get(key);
   if (entry === undefined || entry.type === GgufType.ARRAY) return undefined;
   if (typeof entry.value === 'number') return entry.value;
@@ -176,6 +178,12 @@ function checkTextModel(parsed: ParsedGgufHeader, architecture: string): void {
   if (blocks !== undefined && !(blocks >= 1 && blocks <= LLAMA_MAX_LAYERS)) {
     throw new GgufFormatError(`'${architecture}.block_count' is ${blocks}; llama.cpp loads 1 to ${LLAMA_MAX_LAYERS} layers (it aborts otherwise): ${REDOWNLOAD}`);
   }
+  // Qwen3-VL adds deepstack slice i to layer i's output; the last layer's keeps only the output
+  // tokens' rows, and the add aborts (ggml_can_repeat).
+  const deepstack = numberValue(parsed, `${architecture}.n_deepstack_layers`);
+  if (deepstack !== undefined && blocks !== undefined && deepstack >= blocks) {
+    throw new GgufFormatError(`'${architecture}.n_deepstack_layers' is ${deepstack}; it must be less than '${architecture}.block_count' ${blocks} (llama.cpp aborts otherwise): ${REDOWNLOAD}`);
+  }
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_rms_epsilon`);
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_epsilon`);
 
@@ -276,7 +284,7 @@ function encoderRules(E: number, P: number): TensorRule[] {
  * is there. `F` is the feed-forward width; `up` and `down` are the stored names in clip.cpp's order
  * (old conversions swap them; clip.cpp swaps them back when `ffn_down` takes `E` values).
  */
-function layerRules(p: string, E: number, up: string, down: string): TensorRule[] {
+export function layerRules(p: string, E: number, up: string, down: string): TensorRule[] {
   const rules: TensorRule[] = [];
   for (const part of ['attn_q', 'attn_k', 'attn_v', 'attn_out']) {
     rules.push({ name: `${p}.${part}.weight`, shape: [E, E], use: 'required' }, { name: `${p}.${part}.bias`, shape: [E], use: 'optional' });
@@ -326,13 +334,13 @@ export const PROJECTOR_RULES: Readonly<Record<'mlp' | 'mlp_norm', readonly Tenso
   ],
 };
 
-/** Applies `rules` to the tensors, binding symbolic dimensions in `dims`. */
-function applyRules(tensors: ReadonlyMap<string, ParsedTensor>, rules: readonly TensorRule[], dims: Map<string, number>): void {
+/** Applies `rules` to the tensors, binding symbolic dimensions in `dims`; `owner` names what needs a required tensor. */
+export function applyRules(tensors: ReadonlyMap<string, ParsedTensor>, rules: readonly TensorRule[], dims: Map<string, number>, owner = 'a LLaVA projector'): void {
   for (const rule of rules) {
     const t = tensors.get(rule.name);
     const partner = typeof rule.use === 'object' ? rule.use.with : undefined;
     if (!t) {
-      if (rule.use === 'required') throw new GgufFormatError(`it has no tensor '${rule.name}', which a LLaVA projector needs: ${REDOWNLOAD}`);
+      if (rule.use === 'required') throw new GgufFormatError(`it has no tensor '${rule.name}', which ${owner} needs: ${REDOWNLOAD}`);
       if (partner !== undefined && tensors.has(partner)) {
         throw new GgufFormatError(`it has tensor '${partner}' but no '${rule.name}', which clip.cpp uses with it: ${REDOWNLOAD}`);
       }
@@ -353,7 +361,7 @@ function applyRules(tensors: ReadonlyMap<string, ParsedTensor>, rules: readonly 
 }
 
 /** The encoder's hyperparameters, as the projector checks need them. */
-interface EncoderFacts {
+export interface EncoderFacts {
   width: number;
   layers: number;
   imageSize: number;
@@ -404,8 +412,11 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
     }
   }
   if (!type) throw new GgufFormatError("it has no 'clip.projector_type', so llama.cpp cannot tell how to project images: use an mmproj converted by llama.cpp's tools");
-  // A `mlp` file with an `mm.3.weight` is built as `mlp_norm` (clip.cpp's Yi hack).
   const tensors = new Map(parsed.tensors.map((t) => [t.name, t]));
+  const encoder: EncoderFacts = { width, layers, imageSize, patchSize };
+  // Other families' projectors: their own rules (lib/gguf/<family>.ts).
+  if (QWEN_VL_PROJECTOR_TYPES.has(type)) return { type, outputWidth: checkQwenVlProjector(parsed, tensors, type, encoder) };
+  // A `mlp` file with an `mm.3.weight` is built as `mlp_norm` (clip.cpp's Yi hack).
   const effective = type === 'mlp' && tensors.has('mm.3.weight') ? 'mlp_norm' : type;
   if (effective !== 'mlp' && effective !== 'mlp_norm') {
     throw new GgufFormatError(
@@ -413,7 +424,6 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
         'pass the mmproj file of a LLaVA-1.5 model',
     );
   }
-  const encoder: EncoderFacts = { width, layers, imageSize, patchSize };
   const inputWidth = checkEncoderTensors(parsed, tensors, encoder);
   const dims = new Map([['IN', inputWidth]]);
   const mm0 = tensors.get('mm.0.weight');
@@ -424,6 +434,13 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   return { type, outputWidth: dims.get('O')! };
 }
 
+/** A patch convolution's kernel: ggml's im2col takes f32 or f16 only (it aborts otherwise). */
+export function checkConvolutionType(kernel: ParsedTensor): void {
+  if (kernel.type !== GgmlType.F32 && kernel.type !== GgmlType.F16) {
+    throw new GgufFormatError(`tensor '${kernel.name}' is ${kernel.typeInfo.name}; the patch convolution needs f32 or f16: ${REDOWNLOAD}`);
+  }
+}
+
 /**
  * The encoder's tensors (clip.cpp's `clip_graph_llava`), and the width of what it hands the
  * projector: the last feature layer's output, or the feature layers' outputs stacked.
@@ -431,10 +448,7 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
 function checkEncoderTensors(parsed: ParsedGgufHeader, tensors: ReadonlyMap<string, ParsedTensor>, h: EncoderFacts): number {
   const E = h.width;
   applyRules(tensors, encoderRules(E, h.patchSize), new Map());
-  const patch = tensors.get('v.patch_embd.weight')!;
-  if (patch.type !== GgmlType.F32 && patch.type !== GgmlType.F16) {
-    throw new GgufFormatError(`tensor 'v.patch_embd.weight' is ${patch.typeInfo.name}; the patch convolution needs f32 or f16: ${REDOWNLOAD}`);
-  }
+  checkConvolutionType(tensors.get('v.patch_embd.weight')!);
   const side = Math.floor(h.imageSize / h.patchSize);
   const positions = side * side + (tensors.has('v.class_embd') ? 1 : 0);
   const position = tensors.get('v.position_embd.weight');

@@ -57,6 +57,7 @@ function gpuLayerCount(value: ModelLoadOptions['gpuLayers'], rpc: boolean): numb
 
 export class Model extends NativeResource<NativeModel> {
   #info: ModelInfo | undefined;
+  #inputEmbeddingSize = 0;
 
   private constructor(native: NativeModel) {
     super(native, 'the model', () => native.abortLoad());
@@ -77,14 +78,26 @@ export class Model extends NativeResource<NativeModel> {
     const signal = signalOption(opts.signal);
 
     const model = new Model(new (binding().Model)());
+    let inputSlices = 1;
     await model.create(async () => {
       // llama.cpp aborts the process on some malformed files: check the header first.
-      await checkGguf(path, 'text-model');
+      const summary = await checkGguf(path, 'text-model');
+      // llama.cpp's n_embd_inp: Qwen3-VL's text model takes one more embedding-wide slice per
+      // deepstack layer along with each image token (added to that layer's output).
+      const deepstack = summary.metadata.get(`${summary.architecture}.n_deepstack_layers`);
+      inputSlices = 1 + (typeof deepstack === 'number' ? deepstack : 0);
       if (rpcServers) await reachRpcServers(rpcServers, signal);
       await model.native.load(path, nativeOptions, onProgress);
     }, signal);
     model.#info = { path, ...model.native.info() };
+    model.#inputEmbeddingSize = model.#info.embeddingSize * inputSlices;
     return model;
+  }
+
+  /** @internal The values an input embedding (an image token) holds: the embedding size, or a multiple of it (Qwen3-VL's deepstack). */
+  get inputEmbeddingSize(): number {
+    this.queue.assertAlive();
+    return this.#inputEmbeddingSize;
   }
 
   /** Metadata of the loaded model. */

@@ -48,7 +48,7 @@ export class Projector extends NativeResource<NativeProjector> {
     const projector = new Projector(new (binding().Projector)(), model);
     await projector.create(async () => {
       // clip.cpp aborts the process on some malformed files: check the header first.
-      await checkGguf(path, 'projector', { textEmbeddingSize: model.info.embeddingSize });
+      await checkGguf(path, 'projector', { textEmbeddingSize: model.inputEmbeddingSize });
       await projector.native.load(model.native, path, nativeOptions);
     }, signal);
     projector.#info = { path, ...projector.native.info() };

@@ -274,7 +274,8 @@ type Init =
   /** Random K-quant blocks whose scales keep the values around ±`std` (written as raw bytes). */
   | { readonly kind: 'random-blocks'; readonly std: number };
 
-interface Recipe {
+/** How to make one tensor: its name, shape, type and values. Shared with the other families' tiny pairs. */
+export interface Recipe {
   readonly name: string;
   readonly shape: readonly number[];
   readonly type: GgmlType;
@@ -285,7 +286,7 @@ interface Recipe {
  * Turns a recipe into a streamed tensor. Randoms are Irwin–Hall(4) sums (unit variance, bounded at
  * ±2√3): no transcendental functions, so the bytes are identical on every platform and Node version.
  */
-function materialize(recipe: Recipe, seed: number): GgufTensor {
+export function materialize(recipe: Recipe, seed: number): GgufTensor {
   const total = recipe.shape.reduce((a, b) => a * b, 1);
   const { init } = recipe;
   return {
@@ -349,15 +350,15 @@ function* randomBlocks(type: GgmlType, total: number, std: number, next: () => n
  * blocks and a projector that keep the stream's scale, the greedy output depends on the prompt and
  * the image, so tests comparing outputs can fail, and turn one mostly writes a box that parses.
  */
-const TEXT_INIT = { embedding: 1, queryKey: 2.4, valueOutput: 1.44, feedForward: 1.44, projector: 2.4 } as const;
+export const TEXT_INIT = { embedding: 1, queryKey: 2.4, valueOutput: 1.44, feedForward: 1.44, projector: 2.4 } as const;
 
 /** A text or projector matrix of `shape` = [fan-in, fan-out] with standard deviation gain / sqrt(fan-in). */
-const scaledWeight = (name: string, shape: readonly [number, number], gain: number, type = GgmlType.F16): Recipe => weight(name, shape, gain / Math.sqrt(shape[0]), type);
+export const scaledWeight = (name: string, shape: readonly [number, number], gain: number, type = GgmlType.F16): Recipe => weight(name, shape, gain / Math.sqrt(shape[0]), type);
 
-const weight = (name: string, shape: readonly number[], std = 0.02, type = GgmlType.F16): Recipe =>
+export const weight = (name: string, shape: readonly number[], std = 0.02, type = GgmlType.F16): Recipe =>
   type === GgmlType.F16 ? { name, shape, type, init: { kind: 'random', std } } : { name, shape, type, init: { kind: 'random-blocks', std } };
-const ones = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 1 } });
-const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 0 } });
+export const ones = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 1 } });
+export const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 0 } });
 
 // --- spec checks and fingerprint -----------------------------------------------------------------
 
@@ -366,7 +367,7 @@ const GENERATOR_VERSION = 3; // 2: digits split, as in LLaMA's vocabulary; 3: TE
 /** Metadata key holding the fingerprint (generator version, spec and seed) that {@link ensureTinyLlava} compares. */
 export const FINGERPRINT_KEY = 'chain_of_spot.tiny_model';
 /** `general.file_type` 1: LLAMA_FTYPE_MOSTLY_F16; 15: LLAMA_FTYPE_MOSTLY_Q4_K_M. */
-const FILE_TYPE_MOSTLY_F16 = 1;
+export const FILE_TYPE_MOSTLY_F16 = 1;
 const FILE_TYPE_MOSTLY_Q4_K_M = 15;
 
 function checkSpec(spec: TinyModelSpec, seed: number): void {
@@ -599,7 +600,8 @@ export async function writeTinyLlava(dir: string, spec: TinyModelSpec = TINY_LLA
   return files;
 }
 
-async function hasFingerprint(path: string, expected: string): Promise<boolean> {
+/** Whether the file at `path` records fingerprint `expected` under {@link FINGERPRINT_KEY}. */
+export async function hasFingerprint(path: string, expected: string): Promise<boolean> {
   try {
     const value = (await readGgufHeader(path)).kv.get(FINGERPRINT_KEY);
     return value?.type === GgufType.STRING && value.value === expected;
