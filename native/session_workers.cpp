@@ -4,6 +4,8 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "addon.h"
 #include "logger.h"
@@ -127,8 +129,6 @@ class EvaluateImageWorker : public SessionWorker {
 
  protected:
   void Work() override {
-    const int32_t room = ContextRoom(*state_, sequence());
-    if (projector_->tokens_per_image > room) throw ContextFull(*state_, projector_->tokens_per_image, room);
     FlushPending(*state_, seq_id_, false);
 
     std::lock_guard<std::mutex> lock(projector_->encode_mutex);  // guards mtmd's output buffer too
@@ -149,6 +149,14 @@ class EvaluateImageWorker : public SessionWorker {
     Napi::Object result = Napi::Object::New(env);
     result.Set("position", sequence().Position());
     result.Set("tokens", image_tokens_);
+    Napi::Array grids = Napi::Array::New(env, grids_.size());
+    for (size_t i = 0; i < grids_.size(); i++) {
+      Napi::Object grid = Napi::Object::New(env);
+      grid.Set("width", grids_[i].first);
+      grid.Set("height", grids_[i].second);
+      grids.Set(static_cast<uint32_t>(i), grid);
+    }
+    result.Set("grids", grids);
     result.Set("encodeMs", encode_ms_);
     result.Set("decodeMs", decode_ms_);
     return result;
@@ -191,6 +199,13 @@ class EvaluateImageWorker : public SessionWorker {
       decode_ms_ += MillisecondsSince(start);
       sequence().cached = new_position;
       image_tokens_ += n_tokens;
+      // Models with 2-D positions (M-RoPE: Qwen-VL) lay the tokens out on a grid, which is the
+      // resolution mtmd resized the image to: a box in the model's pixels is read against it.
+      if (mtmd_input_chunk_get_n_pos(chunk) != n_tokens && n_tokens > 0) {
+        const mtmd_decoder_pos last =
+            mtmd_image_tokens_get_decoder_pos(mtmd_input_chunk_get_tokens_image(chunk), 0, n_tokens - 1);
+        grids_.emplace_back(last.x + 1, last.y + 1);
+      }
     }
   }
 
@@ -199,6 +214,7 @@ class EvaluateImageWorker : public SessionWorker {
   uint32_t width_;
   uint32_t height_;
   int32_t image_tokens_ = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> grids_;  // width, height in tokens, per image chunk
   double encode_ms_ = 0;
   double decode_ms_ = 0;
 };

@@ -100,6 +100,12 @@ export interface ImageEvaluation {
   position: number;
   /** Tokens the image became. */
   tokens: number;
+  /**
+   * The token grid of each image chunk, for models with 2-D positions (M-RoPE: Qwen-VL), whose
+   * tokens are laid out in rows: `width` x `height` tokens, each `patch size x merge` pixels of
+   * the image as mtmd resized it. Empty for other models.
+   */
+  grids: { width: number; height: number }[];
   /** Milliseconds in the image encoder. */
   encodeMs: number;
   /** Milliseconds evaluating the image's tokens in the text model. */
