@@ -286,6 +286,55 @@ function clampToImage(rect: PixelRect, width: number, height: number): PixelRect
   return { left: clampX(rect.left), top: clampY(rect.top), right: clampX(rect.right), bottom: clampY(rect.bottom) };
 }
 
+/**
+ * A box given as fractions of the image itself (not of a padded square) in the image's pixels:
+ * edges rounded outwards, at least one pixel wide and high.
+ *
+ * @throws TypeError when a coordinate is not a number; RangeError when one is outside [0, 1] or
+ *   the box is reversed, or a size is not a positive integer.
+ */
+export function imageBoxToPixels(box: Box, width: number, height: number): PixelRect {
+  assertPositiveInteger(width, 'width');
+  assertPositiveInteger(height, 'height');
+  const [left, top, right, bottom] = finiteCoordinates(box);
+  if (![left, top, right, bottom].every((value) => value >= 0 && value <= 1) || right < left || bottom < top) {
+    throw new RangeError(`box must be ordered fractions of the image within [0, 1], got ${JSON.stringify(box)}`);
+  }
+  const [x0, x1] = atLeastOnePixel(Math.floor(left * width), Math.ceil(right * width), width);
+  const [y0, y1] = atLeastOnePixel(Math.floor(top * height), Math.ceil(bottom * height), height);
+  return { left: x0, top: y0, right: x1, bottom: y1 };
+}
+
+/**
+ * The region of interest for encoders that choose their own resolution: the box's pixels
+ * ({@link imageBoxToPixels}) cropped from the image and enlarged with a bicubic filter, aspect
+ * ratio kept, to about `pixels` pixels (the area the whole image was seen at), so that the
+ * encoder gives the region about as many tokens as the whole image; never shrunk.
+ *
+ * @param box the region, as fractions of the image.
+ * @param pixels the area to enlarge the crop to.
+ * @param maxPixels the most pixels the result may have (default {@link DEFAULT_MAX_PIXELS}).
+ * @throws as {@link imageBoxToPixels}; ChainOfSpotError `ERR_IMAGE` when the crop cannot be made.
+ */
+export async function zoomRegion(image: RgbImage, box: Box, pixels: number, maxPixels = DEFAULT_MAX_PIXELS): Promise<RgbImage> {
+  assertRgbImage(image);
+  const rect = imageBoxToPixels(box, image.width, image.height);
+  const width = rect.right - rect.left;
+  const height = rect.bottom - rect.top;
+  const scale = Math.max(1, Math.sqrt(Math.min(pixels, maxPixels) / (width * height)));
+  const size = { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+  try {
+    const { data, info } = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
+      .extract({ left: rect.left, top: rect.top, width, height })
+      .resize(size.width, size.height, { kernel: 'cubic', fit: 'fill' })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    return { data, width: info.width, height: info.height };
+  } catch (error) {
+    throw imageError(`the region could not be zoomed: ${(error as Error).message}`, error);
+  }
+}
+
 /** Encodes an RGB image as PNG, to show a prepared image (the zoomed region, say) to people. */
 export async function encodePng(image: RgbImage): Promise<Buffer> {
   assertRgbImage(image);
