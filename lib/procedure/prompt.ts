@@ -32,6 +32,15 @@ export interface SpecialPart {
   readonly token: '</s>';
 }
 
+/**
+ * Text of a model's chat template (role headers, turn separators): tokenized with special tokens
+ * parsed, so `<|im_start|>` is one token. Only ever template text, never user text.
+ */
+export interface TemplatePart {
+  readonly type: 'template';
+  readonly text: string;
+}
+
 /** Where an image's embeddings go. */
 export interface ImagePart {
   readonly type: 'image';
@@ -50,7 +59,7 @@ export function partImage<Image>(images: Partial<Record<ImageSlot, Image>>, part
 }
 
 /** One part of a {@link Prompt}. */
-export type PromptPart = TextPart | SpecialPart | ImagePart;
+export type PromptPart = TextPart | SpecialPart | TemplatePart | ImagePart;
 
 /**
  * A prompt as parts, in order. Adjacent text is always merged into one part and there is no empty
@@ -167,6 +176,8 @@ function renderPart(part: PromptPart): string {
       return part.text;
     case 'special':
       return part.token;
+    case 'template':
+      return part.text;
     case 'image':
       return '<image>';
     default:
@@ -188,8 +199,11 @@ function userTurn(message: PromptPart[]): PromptPart[] {
   return [text('USER: '), ...message, text(' ASSISTANT:')];
 }
 
-/** Splits a template at its placeholders, so the question never becomes anything but text. */
-function fillTemplate(template: InstructionTemplate, question: string, image: ImageSlot): PromptPart[] {
+/**
+ * Splits an instruction template at its placeholders, so the question never becomes anything but
+ * text. @internal
+ */
+export function fillTemplate(template: InstructionTemplate, question: string, image: ImageSlot): PromptPart[] {
   assertString(question, 'question');
   assertString(template, 'instruction');
   const images = template.split('{image}').length - 1;
@@ -200,13 +214,16 @@ function fillTemplate(template: InstructionTemplate, question: string, image: Im
   });
 }
 
-/** Merges adjacent text parts and drops empty ones; the result and its parts are frozen. */
-function mergeParts(parts: readonly PromptPart[]): Prompt {
+/**
+ * Merges adjacent text parts, and adjacent template parts, and drops empty ones; the result and
+ * its parts are frozen. @internal
+ */
+export function mergeParts(parts: readonly PromptPart[]): Prompt {
   const merged: PromptPart[] = [];
   for (const part of parts) {
     const last = merged[merged.length - 1];
-    if (part.type === 'text' && last?.type === 'text') merged[merged.length - 1] = text(last.text + part.text);
-    else if (part.type !== 'text' || part.text !== '') merged.push(part);
+    if ((part.type === 'text' || part.type === 'template') && last?.type === part.type) merged[merged.length - 1] = { type: part.type, text: last.text + part.text };
+    else if ((part.type !== 'text' && part.type !== 'template') || part.text !== '') merged.push(part);
   }
   return Object.freeze(merged.map((part) => Object.freeze(part)));
 }
