@@ -41,6 +41,9 @@ const COUNTS: readonly (readonly [width: number, height: number, tokens: number,
   // 112x56: scale min(112/57, 56/20) = 1.96 -> 112x39, whole image kept (1140 pixels), 6272 - 1140 wasted;
   // the 1-wide grids keep only 56x19 (1064), the others that keep all 1140 waste more.
   [57, 20, 12, 'one pixel wider than a tile: 2x1 tiles and the overview, 3 chunks of 4'],
+  // 1x1 keeps 56x56 (3136 of 3249 pixels), 2x1 and 1x2 too; 2x2 (scale 112/57) keeps all, wasting less than 2x3 and 3x2.
+  // (InternVL's own preprocessing would match the 1:1 aspect ratio with one tile and no overview.)
+  [57, 57, 20, 'one pixel larger than a tile both ways: 2x2 tiles and the overview, 5 chunks of 4'],
   // 168x112: scale min(168/150, 112/90) = 1.12 -> 168x100 >= 150x90 (13500 pixels): the only grid that keeps
   // them all (the other 6-tile grids keep 56x33, 112x67, 93x56; 5 tiles hold 15680 but keep 56x33, 93x56).
   [150, 90, 28, 'landscape 5:3: 3x2 tiles and the overview, 7 chunks of 4'],
@@ -57,14 +60,15 @@ describe('tiny InternVL (56-pixel tiles of 4 tokens, 1 to 6 tiles and an overvie
   before(async () => {
     const files = await ensureTinyInternVl(MODEL_CACHE);
     model = await Model.load(files.model);
-    // One thread: a tile's encoding is tiny, and more threads only add synchronization per chunk.
+    // One thread here and in the sessions: the models are tiny, and on a busy machine more threads
+    // only add synchronization (per tile chunk, per decode) that costs seconds.
     projector = await model.loadProjector(files.mmproj, { threads: 1 });
   });
   after(async () => model?.dispose());
 
   /** A ChatML turn around an image; returns the image's token count, the positions it took and the logits after the prompt. */
   async function ask(image: RgbPixels): Promise<{ tokens: number; positions: number; logits: Float32Array; generated: Int32Array }> {
-    const session = await model.createSession({ contextSize: 1024 });
+    const session = await model.createSession({ contextSize: 1024, threads: 1 });
     try {
       const { position: before } = await session.evaluate('<|im_start|>user\n', { parseSpecial: true });
       const { tokens, position: after } = await session.evaluateImage(projector, image);
