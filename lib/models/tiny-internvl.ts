@@ -93,7 +93,7 @@ export const TINY_INTERNVL: TinyInternVlSpec = {
 /** InternVL's normalization constants (ImageNet's). */
 const IMAGENET_MEAN: readonly number[] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: readonly number[] = [0.229, 0.224, 0.225];
-/** InternViT's initial layer scale (`initializer_factor`, 0.1 in the released configs). */
+/** The layer scales' value: InternViT starts them at `initializer_factor` (0.1 by default) times ones. */
 const LAYER_SCALE = 0.1;
 
 /** The image tokens of one tile. */
