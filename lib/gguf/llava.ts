@@ -15,10 +15,11 @@
  *   {@link PROJECTOR_RULES}: clip.cpp loads most of them as optional and trusts what it finds).
  *
  * Owns: the LLaVA / llama / CLIP rules, and the dispatch to other families' projector rules
- * (./qwen-vl). May import: ./format, ./reader, ./qwen-vl and node builtins.
+ * (./qwen-vl, ./internvl). May import: ./format, ./reader, ./qwen-vl, ./internvl and node builtins.
  */
 import { GgmlType, GgufType, valueTypeLabel } from './format';
 import { GgufFormatError, REDOWNLOAD, type GgufEntry, type ParsedGgufHeader, type ParsedTensor } from './reader';
+import { INTERNVL_PROJECTOR_TYPES, checkInternVlProjector } from './internvl';
 import { QWEN_VL_PROJECTOR_TYPES, checkQwenVlProjector } from './qwen-vl';
 
 /** What a file is expected to be: the LLaVA text model, or its CLIP projector (mmproj). */
@@ -71,7 +72,7 @@ function stringValue(parsed: ParsedGgufHeader, key: string): string | undefined 
 }
 
 /** The items of an INT32 array, or undefined when the key is absent or not one. */
-function int32Items(parsed: ParsedGgufHeader, key: string): number[] | undefined {
+export function int32Items(parsed: ParsedGgufHeader, key: string): number[] | undefined {
   const entry = parsed.entries.get(key);
   if (entry?.type !== GgufType.ARRAY || entry.itemType !== GgufType.INT32) return undefined;
   return Array.from({ length: entry.length }, (_, i) => parsed.buf.readInt32LE(entry.start + 4 * i));
@@ -363,6 +364,7 @@ export function applyRules(tensors: ReadonlyMap<string, ParsedTensor>, rules: re
 /** The encoder's hyperparameters, as the projector checks need them. */
 export interface EncoderFacts {
   width: number;
+  heads: number;
   layers: number;
   imageSize: number;
   patchSize: number;
@@ -413,9 +415,10 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   }
   if (!type) throw new GgufFormatError("it has no 'clip.projector_type', so llama.cpp cannot tell how to project images: use an mmproj converted by llama.cpp's tools");
   const tensors = new Map(parsed.tensors.map((t) => [t.name, t]));
-  const encoder: EncoderFacts = { width, layers, imageSize, patchSize };
+  const encoder: EncoderFacts = { width, heads, layers, imageSize, patchSize };
   // Other families' projectors: their own rules (lib/gguf/<family>.ts).
   if (QWEN_VL_PROJECTOR_TYPES.has(type)) return { type, outputWidth: checkQwenVlProjector(parsed, tensors, type, encoder) };
+  if (INTERNVL_PROJECTOR_TYPES.has(type)) return { type, outputWidth: checkInternVlProjector(parsed, tensors, encoder) };
   // A `mlp` file with an `mm.3.weight` is built as `mlp_norm` (clip.cpp's Yi hack).
   const effective = type === 'mlp' && tensors.has('mm.3.weight') ? 'mlp_norm' : type;
   if (effective !== 'mlp' && effective !== 'mlp_norm') {
