@@ -129,10 +129,12 @@ export function checkGemma3Projector(parsed: ParsedGgufHeader, tensors: Readonly
   if (numberValue(parsed, 'clip.vision.projection_dim') === undefined) {
     throw new GgufFormatError("it has no 'clip.vision.projection_dim', which clip.cpp requires: use an mmproj converted by llama.cpp's tools");
   }
-  const kernel = numberValue(parsed, 'clip.vision.projector.scale_factor') ?? DEFAULT_POOL_KERNEL;
+  const stored = numberValue(parsed, 'clip.vision.projector.scale_factor');
+  const kernel = stored ?? DEFAULT_POOL_KERNEL;
   if (!(kernel >= 1) || side % kernel !== 0) {
+    const what = stored === undefined ? `clip.cpp's default of ${kernel} (the file has no 'clip.vision.projector.scale_factor')` : `${kernel} ('clip.vision.projector.scale_factor')`;
     throw new GgufFormatError(
-      `'clip.vision.projector.scale_factor' is ${kernel}, which does not divide the ${side}-patch side of ${h.imageSize}-pixel images in ${P}-pixel patches: ` +
+      `the pooling kernel, ${what}, does not divide the ${side}-patch side of ${h.imageSize}-pixel images in ${P}-pixel patches: ` +
         `the pooling and clip.cpp's token count disagree (it aborts): ${REDOWNLOAD}`,
     );
   }
