@@ -14,11 +14,13 @@
  *   dereferences present, with the shape the hyperparameters give ({@link ENCODER_RULES},
  *   {@link PROJECTOR_RULES}: clip.cpp loads most of them as optional and trusts what it finds).
  *
- * Owns: the LLaVA / llama / CLIP rules, and the dispatch to other families' projector rules
- * (./qwen-vl, ./internvl). May import: ./format, ./reader, ./qwen-vl, ./internvl and node builtins.
+ * Owns: the LLaVA / llama / CLIP rules, and the dispatch to other families' rules (./qwen-vl's and
+ * ./internvl's projectors, ./gemma3's text model and projector). May import: ./format, ./reader,
+ * ./qwen-vl, ./internvl, ./gemma3 and node builtins.
  */
 import { GgmlType, GgufType, valueTypeLabel } from './format';
 import { GgufFormatError, REDOWNLOAD, type GgufEntry, type ParsedGgufHeader, type ParsedTensor } from './reader';
+import { GEMMA3_ARCHITECTURE, GEMMA3_PROJECTOR_TYPE, checkGemma3Projector, checkGemma3TextModel } from './gemma3';
 import { INTERNVL_PROJECTOR_TYPES, checkInternVlProjector } from './internvl';
 import { QWEN_VL_PROJECTOR_TYPES, checkQwenVlProjector } from './qwen-vl';
 
@@ -187,6 +189,7 @@ function checkTextModel(parsed: ParsedGgufHeader, architecture: string): void {
   }
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_rms_epsilon`);
   checkEpsilon(parsed, `${architecture}.attention.layer_norm_epsilon`);
+  if (architecture === GEMMA3_ARCHITECTURE) checkGemma3TextModel(parsed);
 
   const tokens = parsed.entries.get('tokenizer.ggml.tokens');
   if (tokens === undefined) return;
@@ -419,6 +422,7 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   // Other families' projectors: their own rules (lib/gguf/<family>.ts).
   if (QWEN_VL_PROJECTOR_TYPES.has(type)) return { type, outputWidth: checkQwenVlProjector(parsed, tensors, type, encoder) };
   if (INTERNVL_PROJECTOR_TYPES.has(type)) return { type, outputWidth: checkInternVlProjector(parsed, tensors, encoder) };
+  if (type === GEMMA3_PROJECTOR_TYPE) return { type, outputWidth: checkGemma3Projector(parsed, tensors, encoder) };
   // A `mlp` file with an `mm.3.weight` is built as `mlp_norm` (clip.cpp's Yi hack).
   const effective = type === 'mlp' && tensors.has('mm.3.weight') ? 'mlp_norm' : type;
   if (effective !== 'mlp' && effective !== 'mlp_norm') {

@@ -1,0 +1,213 @@
+/**
+ * The header checks of Gemma 3's files (lib/gguf/gemma3.ts): the tiny pair passes, and each edit
+ * that breaks what llama.cpp's Gemma 3 text graph or clip.cpp's `gemma3` projector needs is
+ * refused with a message naming what is wrong, while edits llama.cpp loads pass.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { ChainOfSpotError } from '../../lib/common/errors';
+import { checkGguf, type GgufRole } from '../../lib/gguf/check';
+import { GgmlType, type GgufValue } from '../../lib/gguf/format';
+import { readGgufHeader } from '../../lib/gguf/reader';
+import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
+import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
+import { MODEL_CACHE } from '../support/models';
+import { base, fieldOf, nameAt, patched, renameTensor, u32, u64, type Base } from './gguf-cases';
+
+async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
+  await assert.rejects(checkGguf(file, role), (error: unknown) => {
+    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    assert.match(error.message, pattern);
+    return true;
+  });
+}
+
+/** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */
+function swapDims(b: Base, name: string): Buffer {
+  const [first, second] = b.fields.filter((f) => f.kind === 'dim' && f.owner === name);
+  assert.ok(first && second, `${name} has two dimensions`);
+  return patched(b.bytes, [first.offset, u64(b.bytes.readBigUInt64LE(second.offset))], [second.offset, u64(b.bytes.readBigUInt64LE(first.offset))]);
+}
+
+/** `b` with one letter of key `key` changed (its last), so that the key is gone. */
+function renameKey(b: Base, key: string): Buffer {
+  return patched(b.bytes, [nameAt(fieldOf(b, 'key_length', key)) + key.length - 1, Buffer.from('#')]);
+}
+
+/** `b` with u32 key `key` holding `value`. */
+function setU32(b: Base, key: string, value: number): Buffer {
+  return patched(b.bytes, [fieldOf(b, 'value', key).offset, u32(value)]);
+}
+
+/** `b` rewritten with the keys of `set` (replaced where present, else added) and `extra` tensors (0.01 each). */
+async function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [name: string, shape: number[]][] = []): Promise<Buffer> {
+  const header = await readGgufHeader(b.path);
+  const replaced = new Map(set);
+  const metadata: [string, GgufValue][] = [...header.kv].filter(([key]) => !replaced.has(key));
+  metadata.push(...set);
+  const tensors: GgufTensor[] = header.tensors.map((t) => {
+    const start = header.dataOffset + t.offset;
+    const data = b.bytes.subarray(start, start + tensorByteSize(t.type as GgmlType, t.shape));
+    return { name: t.name, shape: t.shape, type: t.type as GgmlType, data: () => [data] };
+  });
+  for (const [name, shape] of extra) {
+    tensors.push({ name, shape, type: GgmlType.F32, data: () => [new Float32Array(shape.reduce((a, d) => a * d, 1)).fill(0.01)] });
+  }
+  const file = path.join(tmpdir(), `cos-gemma3-rebuilt-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
+  try {
+    await writeGguf(file, { metadata, tensors });
+    return (await base(file)).bytes;
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+describe('checkGguf on Gemma 3 files', () => {
+  let dir: string;
+  let mmproj: Base;
+  let text: Base;
+  let counter = 0;
+  const write = async (bytes: Buffer): Promise<string> => {
+    const file = path.join(dir, `case-${counter++}.gguf`);
+    await writeFile(file, bytes);
+    return file;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-gemma3-'));
+    const files = await ensureTinyGemma3(MODEL_CACHE);
+    mmproj = await base(files.mmproj);
+    text = await base(files.model);
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  describe('the projector', () => {
+    it('passes the tiny projector, giving 256 values (mm.input_projection.weight is [256, 64]) per token', async () => {
+      const facts = await checkGguf(mmproj.path, 'projector');
+      assert.equal(facts.projectorType, 'gemma3');
+      assert.equal(facts.projectorOutputWidth, 256);
+    });
+
+    it('compares its output width with the text model', async () => {
+      await checkGguf(mmproj.path, 'projector', { textEmbeddingSize: 256 });
+      await assert.rejects(checkGguf(mmproj.path, 'projector', { textEmbeddingSize: 512 }), (error: unknown) => (error as ChainOfSpotError).code === 'ERR_PROJECTOR_MISMATCH');
+    });
+
+    it('passes what clip.cpp runs: a pooling kernel of 2 (8 x 8 tokens), no position embedding', async () => {
+      const kernel2 = await write(await rebuilt(mmproj, [['clip.vision.projector.scale_factor', gguf.u32(2)]]));
+      assert.equal((await checkGguf(kernel2, 'projector')).projectorOutputWidth, 256);
+      const noPosition = await write(renameTensor(mmproj, 'v.position_embd.weight', 'Z'));
+      assert.equal((await checkGguf(noPosition, 'projector')).projectorType, 'gemma3');
+    });
+
+    const cases: [what: string, edit: (b: Base) => Buffer | Promise<Buffer>, message: RegExp][] = [
+      // Missing tensors.
+      ['without the input projection', (b) => renameTensor(b, 'mm.input_projection.weight', 'Z'), /no tensor 'mm.input_projection.weight', which a Gemma 3 projector needs/],
+      ['without the soft embedding norm', (b) => renameTensor(b, 'mm.soft_emb_norm.weight', 'Z'), /no tensor 'mm.soft_emb_norm.weight', which a Gemma 3 projector needs/],
+      ['without a query projection (segfaults)', (b) => renameTensor(b, 'v.blk.1.attn_q.weight', 'Z'), /no tensor 'v.blk.1.attn_q.weight'/],
+      ['without the patch convolution', (b) => renameTensor(b, 'v.patch_embd.weight', 'Z'), /no tensor 'v.patch_embd.weight'/],
+      // Wrong shapes (the same size, so the data layout still holds).
+      ['with the input projection the wrong way round', (b) => swapDims(b, 'mm.input_projection.weight'), /tensor 'mm.input_projection.weight' has shape \[64, 256\]; .* must be \[64, 64\]/],
+      ['with the position embedding the wrong way round', (b) => swapDims(b, 'v.position_embd.weight'), /tensor 'v.position_embd.weight' has shape \[256, 64\]; .* must be \[64, 256\]/],
+      ['with a feed-forward up projection the wrong way round', (b) => swapDims(b, 'v.blk.0.ffn_up.weight'), /tensor 'v.blk.0.ffn_up.weight' has shape \[128, 64\]; .* must be \[64, 64\]/],
+      ['with a fused qkv beside q, k and v (clip.cpp takes it instead, here too narrow: it aborts)', (b) => rebuilt(b, [], [['v.blk.0.attn_qkv.weight', [64, 64]]]), /tensor 'v.blk.0.attn_qkv.weight', which a Gemma 3 SigLIP layer has not/],
+      // Keys.
+      ['without its projection width (clip.cpp requires it)', (b) => renameKey(b, 'clip.vision.projection_dim'), /no 'clip.vision.projection_dim'/],
+      ['with its projection width stored as i32', (b) => patched(b.bytes, [fieldOf(b, 'value_type', 'clip.vision.projection_dim').offset, u32(5)]), /'clip.vision.projection_dim' is stored as i32, but llama.cpp reads it as u32/],
+      [
+        'with a pooling kernel of 3 on 16 patches a side (the token count disagrees: it aborts)',
+        (b) => rebuilt(b, [['clip.vision.projector.scale_factor', gguf.u32(3)]]),
+        /the pooling kernel, 3 \('clip.vision.projector.scale_factor'\), does not divide the 16-patch side/,
+      ],
+      ['with a pooling kernel of 0', (b) => rebuilt(b, [['clip.vision.projector.scale_factor', gguf.u32(0)]]), /the pooling kernel, 0 \('clip.vision.projector.scale_factor'\)/],
+      [
+        'with 200-pixel images: 14 patches a side, which the default kernel of 4 does not divide',
+        (b) => setU32(b, 'clip.vision.image_size', 200),
+        /the pooling kernel, clip.cpp's default of 4 \(the file has no 'clip.vision.projector.scale_factor'\), does not divide the 14-patch side of 200-pixel images/,
+      ],
+      [
+        'with fewer key/value heads than heads',
+        (b) => rebuilt(b, [['clip.vision.attention.head_count_kv', gguf.u32(1)]]),
+        /'clip.vision.attention.head_count_kv' is 1 but 'clip.vision.attention.head_count' 2/,
+      ],
+    ];
+    for (const [what, edit, message] of cases) {
+      it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
+        await rejects(await write(await edit(mmproj)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      });
+    }
+  });
+
+  describe('the text model', () => {
+    it('passes the tiny text model', async () => {
+      assert.equal((await checkGguf(text.path, 'text-model')).architecture, 'gemma3');
+    });
+
+    it('passes what llama.cpp loads: all layers sliding-window with wider heads than key_length says; a sliding-window rotary width without sliding windows', async () => {
+      const allSwa = await rebuilt(text, [
+        ['gemma3.attention.sliding_window_pattern', gguf.u32(0)],
+        ['gemma3.attention.key_length', gguf.u32(64)],
+        ['gemma3.attention.key_length_swa', gguf.u32(128)],
+      ]);
+      assert.equal((await checkGguf(await write(allSwa), 'text-model')).architecture, 'gemma3');
+      const noWindow = await rebuilt(text, [
+        ['gemma3.attention.sliding_window', gguf.u32(0)],
+        ['gemma3.rope.dimension_count_swa', gguf.u32(130)],
+      ]);
+      assert.equal((await checkGguf(await write(noWindow), 'text-model')).architecture, 'gemma3');
+    });
+
+    const cases: [what: string, edit: (b: Base) => Buffer | Promise<Buffer>, message: RegExp][] = [
+      [
+        'a layer pattern of 1 (no sliding-window layer: llama.cpp asserts one)',
+        (b) => setU32(b, 'gemma3.attention.sliding_window_pattern', 1),
+        /'gemma3.attention.sliding_window_pattern' is 1 with a sliding window of 128/,
+      ],
+      [
+        'a rotary width above the head width',
+        (b) => rebuilt(b, [['gemma3.rope.dimension_count', gguf.u32(130)]]),
+        /the rotary width \('gemma3.rope.dimension_count'\) is 130; it must be even and at most the 128-wide heads of layer 0/,
+      ],
+      ['an odd rotary width', (b) => rebuilt(b, [['gemma3.rope.dimension_count', gguf.u32(63)]]), /the rotary width \('gemma3.rope.dimension_count'\) is 63; it must be even/],
+      [
+        'a sliding-window rotary width above the head width (layer 0 is a sliding-window layer)',
+        (b) => rebuilt(b, [['gemma3.rope.dimension_count_swa', gguf.u32(130)]]),
+        /the rotary width \('gemma3.rope.dimension_count_swa'\) is 130/,
+      ],
+      [
+        'global layers with other key widths than the sliding-window ones',
+        (b) => rebuilt(b, [
+          ['gemma3.attention.key_length', gguf.u32(64)],
+          ['gemma3.attention.key_length_swa', gguf.u32(128)],
+        ]),
+        /its sliding-window layers have 128-wide keys and 128-wide values, its global layers 64 and 128/,
+      ],
+      [
+        'global layers with other value widths than the sliding-window ones',
+        (b) => rebuilt(b, [
+          ['gemma3.attention.value_length', gguf.u32(64)],
+          ['gemma3.attention.value_length_swa', gguf.u32(128)],
+        ]),
+        /its global layers 128 and 64/,
+      ],
+      [
+        'a default rotary width (the key width) above the sliding-window heads of layer 0',
+        (b) => rebuilt(b, [
+          ['gemma3.attention.sliding_window_pattern', gguf.u32(0)],
+          ['gemma3.attention.key_length', gguf.u32(256)],
+          ['gemma3.attention.key_length_swa', gguf.u32(128)],
+        ]),
+        /the rotary width \('gemma3.attention.key_length'\) is 256; it must be even and at most the 128-wide heads of layer 0/,
+      ],
+    ];
+    for (const [what, edit, message] of cases) {
+      it(`${what}: ERR_MODEL_LOAD`, async () => {
+        await rejects(await write(await edit(text)), 'text-model', 'ERR_MODEL_LOAD', message);
+      });
+    }
+  });
+});
