@@ -96,7 +96,7 @@ Napi::Function Projector::Define(Napi::Env env) {
   return DefineWith(env, {{"load", &Projector::Load}, {"info", &Projector::Info}});
 }
 
-// load(model, path, { gpu, threads, warmup }) -> Promise<void>
+// load(model, path, { gpu, threads, warmup, imageMinTokens, imageMaxTokens }) -> Promise<void>
 Napi::Value Projector::Load(const Napi::CallbackInfo & info) {
   Napi::Env env = info.Env();
   ThrowIfDisposed(env);
@@ -108,6 +108,9 @@ Napi::Value Projector::Load(const Napi::CallbackInfo & info) {
   params.use_gpu = OptionOr<bool>(options, "gpu", true);
   params.n_threads = OptionOr<int32_t>(options, "threads", params.n_threads);
   params.warmup = OptionOr<bool>(options, "warmup", true);
+  // Limits on the tokens of one image, for encoders that choose their resolution (-1: the model's own).
+  params.image_min_tokens = OptionOr<int32_t>(options, "imageMinTokens", -1);
+  params.image_max_tokens = OptionOr<int32_t>(options, "imageMaxTokens", -1);
   params.print_timings = false;
 
   BeginCreate(env);

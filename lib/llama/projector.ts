@@ -3,7 +3,7 @@
  * (an "mmproj" GGUF), loaded by llama.cpp's mtmd library for one Model.
  */
 import { binding } from '../native/loader';
-import { checkGguf } from '../gguf/check';
+import { checkGguf, type GgufSummary } from '../gguf/check';
 import type { Model } from './model';
 import type { NativeProjector, NativeProjectorInfo } from '../native/addon';
 import { NativeResource } from './native-resource';
@@ -16,6 +16,14 @@ export interface ProjectorOptions {
   gpu?: boolean;
   /** CPU threads for the image encoder (default: the number of physical CPU cores). */
   threads?: number;
+  /**
+   * For encoders that choose their own resolution (Qwen-VL): the fewest tokens an image becomes
+   * (default: the model's own limit, 8 for Qwen-VL). llama.cpp recommends at least 1024 for
+   * Qwen-VL's grounding, which Chain-of-Spot's first turn is. Other encoders ignore it.
+   */
+  imageMinTokens?: number;
+  /** For encoders that choose their own resolution: the most tokens an image becomes (default: the model's own limit, 4096 for Qwen-VL). */
+  imageMaxTokens?: number;
   /** Cancels loading: the promise rejects with ERR_ABORTED once the load returns. */
   signal?: AbortSignal;
 }
@@ -24,6 +32,23 @@ export interface ProjectorOptions {
 export interface ProjectorInfo extends NativeProjectorInfo {
   /** The file the projector was loaded from. */
   path: string;
+  /** Its `clip.projector_type`: what kind of model it belongs to (`mlp` for LLaVA-1.5). */
+  type: string;
+  /** Its `clip.vision.patch_size`, in pixels. */
+  patchSize: number;
+}
+
+/** The most tokens an image limit may name (mtmd's own limits are far below it). */
+const MAX_IMAGE_TOKENS = 1 << 16;
+
+/** The image token limits, checked; -1 for the model's own. @internal */
+export function imageTokenLimits(min: unknown, max: unknown): { imageMinTokens: number; imageMaxTokens: number } {
+  const imageMinTokens = integerOption(min, 'imageMinTokens', 1, MAX_IMAGE_TOKENS, -1);
+  const imageMaxTokens = integerOption(max, 'imageMaxTokens', 1, MAX_IMAGE_TOKENS, -1);
+  if (imageMinTokens > 0 && imageMaxTokens > 0 && imageMinTokens > imageMaxTokens) {
+    throw new RangeError(`imageMinTokens (${imageMinTokens}) must not exceed imageMaxTokens (${imageMaxTokens})`);
+  }
+  return { imageMinTokens, imageMaxTokens };
 }
 
 export class Projector extends NativeResource<NativeProjector> {
@@ -43,15 +68,20 @@ export class Projector extends NativeResource<NativeProjector> {
       gpu: booleanOption(opts.gpu, 'gpu', true),
       threads: integerOption(opts.threads, 'threads', 1, 1024, defaultThreads()),
       warmup: true,
+      ...imageTokenLimits(opts.imageMinTokens, opts.imageMaxTokens),
     };
     const signal = signalOption(opts.signal);
     const projector = new Projector(new (binding().Projector)(), model);
+    let header: GgufSummary | undefined;
     await projector.create(async () => {
       // clip.cpp aborts the process on some malformed files: check the header first.
-      await checkGguf(path, 'projector', { textEmbeddingSize: model.inputEmbeddingSize });
+      header = await checkGguf(path, 'projector', { textEmbeddingSize: model.inputEmbeddingSize });
       await projector.native.load(model.native, path, nativeOptions);
     }, signal);
-    projector.#info = { path, ...projector.native.info() };
+    // The header check requires both keys of a projector.
+    const type = header!.projectorType!;
+    const patchSize = Number(header!.metadata.get('clip.vision.patch_size'));
+    projector.#info = { path, type, patchSize, ...projector.native.info() };
     return projector;
   }
 

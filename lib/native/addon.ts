@@ -35,7 +35,7 @@ export interface NativeProjectorInfo {
 }
 
 export interface NativeProjector {
-  load(model: NativeModel, path: string, options: { gpu: boolean; threads: number; warmup: boolean }): Promise<void>;
+  load(model: NativeModel, path: string, options: { gpu: boolean; threads: number; warmup: boolean; imageMinTokens: number; imageMaxTokens: number }): Promise<void>;
   info(): NativeProjectorInfo;
   dispose(): void;
 }
