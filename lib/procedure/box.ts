@@ -146,6 +146,17 @@ export function parseBox(text: string, imageSize?: ImageSize): ModelBox | null {
 }
 
 /**
+ * The four numbers of a box as the model wrote them, in the order {@link parseBox} looks for them
+ * (labelled values, then a bracketed group of four, then a run of four), without interpreting
+ * them: for families whose boxes are in their own frame and units. Null when there are none.
+ */
+export function writtenCorners(text: string): [number, number, number, number] | null {
+  if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`);
+  const written = labelledCorners(text) ?? groupOfFour(text) ?? runOfFour(text);
+  return written === null ? null : (written.map((number) => number.value) as [number, number, number, number]);
+}
+
+/**
  * {@link parseBox}, falling back to {@link FULL_BOX} with `source: 'fallback'` when the answer held
  * no usable box, which is where the reference ends up too when its crop fails: zooming into the
  * whole image.

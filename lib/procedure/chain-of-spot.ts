@@ -1,6 +1,7 @@
 /**
- * Chain-of-Spot (Liu, Dong, Rao, Zhou, Lu) in this process: {@link ChainOfSpot} loads a LLaVA-1.5
- * text model and its projector, and runs the procedure (procedure.ts) on the session's lanes.
+ * Chain-of-Spot (Liu, Dong, Rao, Zhou, Lu) in this process: {@link ChainOfSpot} loads a text model
+ * and its projector, finds their family (family-registry.ts), and runs the procedure
+ * (procedure.ts) on the session's lanes.
  *
  * Unlike the reference, which rebuilds the whole two-image conversation for turn two, the KV cache
  * stays in native memory between the turns: turn two evaluates only its own tokens and the crop.
@@ -12,16 +13,18 @@ import { callerStack, rethrowWithCallerStack } from '../common/errors';
 import { booleanOption, integerOption, requiredString, signalOption } from '../common/validate';
 import { maxPixelsOption, type ImageInput } from '../image/image';
 import { Model } from '../llama/model';
-import type { Projector } from '../llama/projector';
+import { imageTokenLimits, type Projector } from '../llama/projector';
 import type { Session } from '../llama/session';
-import { askConfig, promptDefaults, type AskConfig } from './ask-config';
+import { askConfig, assertReferenceApplies, promptDefaults, type AskConfig } from './ask-config';
+import type { BoundFamily } from './family';
+import { bindFamily, familyOption } from './family-registry';
 import { IsolatedChainOfSpot, type RpcChainOfSpotOptions } from './isolated';
 import { Lanes } from './lanes';
 import { PreparedImages } from './prepared-images';
 import { askBaseline, askChainOfSpot } from './procedure';
 import type { ChainOfSpotPromptOptions } from './prompt';
 import { RemoteChainOfSpot, type ConnectOptions } from './remote';
-import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, ChainOfSpotOptions, OpenedImage } from './types';
+import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, ChainOfSpotOptions, FamilyName, OpenedImage } from './types';
 
 /** Tokens for prompts and question beyond the images and answers, in the default context size. */
 const PROMPT_ROOM = 512;
@@ -30,24 +33,27 @@ export class ChainOfSpot implements ChainOfSpotLike {
   readonly #model: Model;
   readonly #projector: Projector;
   readonly #session: Session;
+  readonly #family: BoundFamily;
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #reference: boolean;
   readonly #images: PreparedImages;
   /** The sequences questions run on: one at a time, or `parallel` at once. */
   readonly #lanes: Lanes;
 
-  private constructor(model: Model, projector: Projector, session: Session, defaults: ChainOfSpotPromptOptions, maxPixels: number, reference: boolean, parallel: number) {
+  private constructor(model: Model, projector: Projector, session: Session, family: BoundFamily, defaults: ChainOfSpotPromptOptions, maxPixels: number, reference: boolean, parallel: number) {
     this.#model = model;
     this.#projector = projector;
     this.#session = session;
+    this.#family = family;
     this.#defaults = defaults;
     this.#reference = reference;
-    this.#images = new PreparedImages(projector.info.imageSize, maxPixels);
-    this.#lanes = new Lanes(session, projector, parallel, 'this ChainOfSpot instance');
+    this.#images = new PreparedImages(family, maxPixels);
+    this.#lanes = new Lanes(session, projector, family.bos, parallel, 'this ChainOfSpot instance');
   }
 
   /**
-   * Loads a LLaVA-1.5 text model and its projector, ready to ask questions. With `rpcServers`,
+   * Loads a text model and its projector, ready to ask questions; their family is detected from
+   * the projector (or named with `family`). With `rpcServers`,
    * the layers go to those ggml RPC servers, and the model runs in a child process: see
    * {@link IsolatedChainOfSpot}.
    */
@@ -69,6 +75,9 @@ export class ChainOfSpot implements ChainOfSpotLike {
     const threads = options.threads === undefined ? undefined : integerOption(options.threads, 'threads', 1, 1024, 1);
     const signal = signalOption(options.signal);
     const reference = booleanOption(options.reference, 'reference', false);
+    const named = familyOption(options.family);
+    // Checked here, before any work, though the projector is what takes them.
+    imageTokenLimits(options.imageMinTokens, options.imageMaxTokens);
     const parallel = integerOption(options.parallel, 'parallel', 1, 128, 1);
     const maxPixels = maxPixelsOption(options.maxPixels);
     const defaults = promptDefaults(options);
@@ -78,13 +87,16 @@ export class ChainOfSpot implements ChainOfSpotLike {
       const { gpuLayers, mmap, onProgress, rpcServers } = options;
       const model = await Model.load(modelPath, { gpuLayers, mmap, onProgress, signal, rpcServers });
       try {
-        const projector = await model.loadProjector(mmprojPath, { gpu: projectorGpu, threads, signal });
-        const { tokensPerImage } = projector.info;
-        const perQuestion = Math.ceil((2 * tokensPerImage + 2 * 128 + PROMPT_ROOM) / 256) * 256;
+        const { imageMinTokens, imageMaxTokens } = options;
+        const projector = await model.loadProjector(mmprojPath, { gpu: projectorGpu, threads, imageMinTokens, imageMaxTokens, signal });
+        const family = bindFamily(model, projector, named);
+        assertReferenceApplies(reference, family);
+        const imageTokens = Math.min(family.maxImageTokens, imageMaxTokens ?? Number.POSITIVE_INFINITY);
+        const perQuestion = Math.ceil((2 * imageTokens + 2 * 128 + PROMPT_ROOM) / 256) * 256;
         const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, parallel * perQuestion);
         // In parallel, each sequence has its part of the cache: a decode attends over its own cells only.
         const session = await model.createSession({ contextSize, threads, sequences: parallel, unifiedCache: parallel === 1 });
-        return new ChainOfSpot(model, projector, session, defaults, maxPixels, reference, parallel);
+        return new ChainOfSpot(model, projector, session, family, defaults, maxPixels, reference, parallel);
       } catch (error) {
         await model.dispose();
         throw error;
@@ -109,6 +121,16 @@ export class ChainOfSpot implements ChainOfSpotLike {
   /** Which native binary and backend (CPU, CUDA or Vulkan) this process uses, why, and its devices. */
   static backend(): ReturnType<typeof backend> {
     return backend();
+  }
+
+  /** The model's family (README, "Model families"): its conversation, box format and zoom. */
+  get family(): FamilyName {
+    return this.#family.name;
+  }
+
+  /** @internal The family, bound to the loaded files. */
+  get boundFamily(): BoundFamily {
+    return this.#family;
   }
 
   /** The text model. */
@@ -172,6 +194,6 @@ export class ChainOfSpot implements ChainOfSpotLike {
   }
 
   #askConfig(question: string, options: AskOptions | undefined): AskConfig {
-    return askConfig(question, options, this.#defaults, this.#reference);
+    return askConfig(question, options, this.#defaults, this.#reference, this.#family);
   }
 }

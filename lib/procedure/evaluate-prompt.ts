@@ -1,7 +1,8 @@
 /**
  * Evaluates a structured prompt (lib/prompt.ts) into a session: each text part tokenized on its
  * own without parsing special tokens (so user text stays text, and tokens match the reference's
- * chunk-by-chunk tokenization), template special tokens as their ids, images through the
+ * chunk-by-chunk tokenization), template special tokens as their ids, chat-template text with its
+ * special tokens parsed, images through the
  * projector. Consecutive token runs go into one evaluate call, so one batch.
  */
 import { ChainOfSpotError } from '../common/errors';
@@ -10,6 +11,7 @@ import type { Projector } from '../llama/projector';
 import { partImage, type ImageSlot, type Prompt, type SpecialPart } from './prompt';
 import type { RgbImage } from '../common/rgb-image';
 import type { EvaluateResult, ImageEvaluation } from '../llama/session';
+import type { TurnImage } from './types';
 
 /** Where the time of one prompt went, and how many tokens it was. */
 export interface PromptEvaluation {
@@ -21,6 +23,8 @@ export interface PromptEvaluation {
   imageEncodeMs: number;
   /** Milliseconds evaluating image tokens in the text model. */
   imageDecodeMs: number;
+  /** How the model saw each image part, in order. */
+  images: TurnImage[];
 }
 
 /** Where a prompt is evaluated: a Session (its sequence 0), or one sequence under parallel decoding. */
@@ -43,7 +47,7 @@ export function specialTokenId(model: Model, part: SpecialPart): number {
   if (id === undefined) {
     const tokens = model.tokenize(part.token, { parseSpecial: true });
     if (tokens.length !== 1) {
-      throw new ChainOfSpotError('ERR_MODEL_LOAD', `this model's vocabulary has no single ${part.token} token; it is not a LLaVA-1.5 (Vicuna) model`);
+      throw new ChainOfSpotError('ERR_MODEL_LOAD', `this model's vocabulary has no single ${part.token} token; it is not a LLaVA-1.5 (Vicuna) model: pass the family its files are (option family)`);
     }
     id = tokens[0]!;
     ids.set(part.token, id);
@@ -57,7 +61,7 @@ export function tokenizeParts(model: Model, parts: Prompt, bos: boolean): Int32A
   parts.forEach((part, index) => {
     if (part.type === 'image') throw new TypeError('tokenizeParts takes text and special parts only');
     if (part.type === 'special') tokens.push(specialTokenId(model, part));
-    else tokens.push(...model.tokenize(part.text, { addBos: bos && index === 0 }));
+    else tokens.push(...model.tokenize(part.text, { addBos: bos && index === 0, parseSpecial: part.type === 'template' }));
   });
   return Int32Array.from(tokens);
 }
@@ -73,7 +77,7 @@ export async function evaluatePrompt(
   images: Partial<Record<ImageSlot, RgbImage<Uint8Array>>>,
   options: { bos: boolean; signal?: AbortSignal | undefined },
 ): Promise<PromptEvaluation> {
-  const stats: PromptEvaluation = { tokens: 0, textMs: 0, imageEncodeMs: 0, imageDecodeMs: 0 };
+  const stats: PromptEvaluation = { tokens: 0, textMs: 0, imageEncodeMs: 0, imageDecodeMs: 0, images: [] };
   let run: Prompt[number][] = [];
   let first = true;
   const flush = async (): Promise<void> => {
@@ -100,6 +104,7 @@ export async function evaluatePrompt(
     stats.tokens += result.tokens;
     stats.imageEncodeMs += result.encodeMs;
     stats.imageDecodeMs += result.decodeMs;
+    stats.images.push({ tokens: result.tokens, grid: result.grids[0] });
   }
   await flush();
   return stats;

@@ -6,7 +6,7 @@
 import type { ImageInput } from '../image/image';
 import { ChainOfSpot } from './chain-of-spot';
 import type { OpenedImage } from './types';
-import { toWire, type FromChild, type ImageRef, type ToChild } from './isolated';
+import { toWire, type FromChild, type ImageRef, type LoadedFamily, type ToChild } from './isolated';
 
 let cos: ChainOfSpot | undefined;
 const controllers = new Map<number, AbortController>();
@@ -34,7 +34,7 @@ async function handle(message: Extract<ToChild, { stream: boolean }>, signal: Ab
   switch (message.type) {
     case 'load':
       cos = await ChainOfSpot.loadHere({ ...message.options, onProgress: stream, signal });
-      return undefined;
+      return { name: cos.family, facts: cos.boundFamily.facts } satisfies LoadedFamily;
     case 'ask':
       return loaded().ask(image(message.image), message.question, { ...message.options, onText: stream, signal });
     case 'baseline':

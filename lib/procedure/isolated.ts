@@ -10,9 +10,12 @@ import path from 'node:path';
 import { abortedError, callerStack, ChainOfSpotError, disposedError, isErrorCode, rethrowWithCallerStack } from '../common/errors';
 import { booleanOption, functionOption, optionsObject, rpcServersOption, signalOption } from '../common/validate';
 import { isSharp, loadImageWithOrientation, maxPixelsOption, type ImageInput, type RawImageInput } from '../image/image';
+import { imageTokenLimits } from '../llama/projector';
 import { backend } from '../native/loader';
 import { askConfig, promptDefaults } from './ask-config';
-import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, ChainOfSpotOptions, OpenedImage } from './types';
+import type { BoundFamily, FamilyFacts } from './family';
+import { FAMILIES, familyOption } from './family-registry';
+import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, ChainOfSpotOptions, FamilyName, OpenedImage } from './types';
 import type { ChainOfSpotPromptOptions } from './prompt';
 
 /** Options of {@link ChainOfSpot.load} with RPC servers. */
@@ -39,6 +42,12 @@ export type Request =
   | { type: 'ask' | 'baseline'; image: ImageRef; question: string; options: Plain<AskOptions> }
   | { type: 'open'; image: ImageRef; options: Pick<AskOptions, 'reference'> }
   | { type: 'dispose' };
+
+/** @internal What the child answers a load with: the family it found, and what it was bound with. */
+export interface LoadedFamily {
+  name: FamilyName;
+  facts: FamilyFacts;
+}
 
 /** @internal A message to the child. */
 export type ToChild = (Request & { id: number; stream: boolean }) | { type: 'abort'; id: number } | { type: 'release'; handle: number };
@@ -101,6 +110,8 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #reference: boolean;
   readonly #maxPixels: number;
+  /** The family the child found, bound here to check questions as the child will. */
+  #family: BoundFamily | undefined;
   readonly #calls = new Map<number, Call>();
   readonly #exited: Promise<void>;
   readonly #opened = new WeakMap<OpenedImage, number>();
@@ -146,6 +157,9 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     const maxPixels = maxPixelsOption(options.maxPixels);
     const defaults = promptDefaults(options);
     const reference = booleanOption(options.reference, 'reference', false);
+    // The child checks these too; here they fail before a process starts.
+    familyOption(options.family);
+    imageTokenLimits(options.imageMinTokens, options.imageMaxTokens);
     if (signal?.aborted) throw abortedError(signal.reason);
     const stack = callerStack();
     const { onProgress: _progress, signal: _signal, ...plain } = options;
@@ -162,7 +176,8 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await instance.#call({ type: 'load', options: { ...plain, rpcServers } }, onProgress, undefined);
+      const loaded = (await instance.#call({ type: 'load', options: { ...plain, rpcServers } }, onProgress, undefined)) as LoadedFamily;
+      instance.#family = FAMILIES[loaded.name].bind(loaded.facts);
       return instance;
     } catch (error) {
       await instance.dispose();
@@ -170,6 +185,11 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** As {@link ChainOfSpot.family}. */
+  get family(): FamilyName {
+    return this.#family!.name;
   }
 
   /** The RPC servers the layers are on, as given. */
@@ -225,7 +245,7 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
 
   async #question(type: 'ask' | 'baseline', image: ImageInput | OpenedImage, question: string, options: AskOptions | undefined): Promise<unknown> {
     // Argument mistakes throw here, before anything crosses.
-    const config = askConfig(question, options, this.#defaults, this.#reference);
+    const config = askConfig(question, options, this.#defaults, this.#reference, this.#family!);
     const { onText, signal: _signal, ...plain } = optionsObject(options);
     const stack = callerStack();
     try {

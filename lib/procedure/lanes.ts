@@ -15,7 +15,7 @@ import type { ImageView } from './prepared-images';
 import type { Conversation, TurnGeneration, TurnImages } from './procedure';
 import { renderPrompt, type Prompt } from './prompt';
 import { SlotPool } from './slot-pool';
-import type { TurnResult } from './types';
+import type { TurnImage, TurnResult } from './types';
 
 /** Where a question's tokens go: a whole session (sequence 0), or one sequence under a Batcher. */
 type QuestionTarget = PromptTarget & {
@@ -24,10 +24,10 @@ type QuestionTarget = PromptTarget & {
   truncate(position: number): Promise<void>;
 };
 
-/** A sequence questions run on, one at a time, and the image prefix its cache holds. */
+/** A sequence questions run on, one at a time, and the image prefix its cache holds (with how the model saw its image). */
 interface Lane {
   readonly target: QuestionTarget;
-  prefix: { key: string; position: number } | undefined;
+  prefix: { key: string; position: number; images: TurnImage[] } | undefined;
 }
 
 /** A prompt's image prefix: its parts up to and including its first image. */
@@ -49,14 +49,17 @@ function imagePrefix(view: ImageView, prompt: Prompt): ImagePrefix {
 /** The lanes of one session, and the queue that runs one question at a time when there is one lane. */
 export class Lanes {
   readonly #projector: Projector;
+  readonly #bos: boolean;
   readonly #what: string;
   readonly #queue: OperationQueue;
   readonly #lanes: Lane[];
   /** Parallel decoding: the free lanes (the Batcher is in their targets). */
   readonly #slots: SlotPool | undefined;
 
-  constructor(session: Session, projector: Projector, parallel: number, what: string) {
+  /** @param bos whether a conversation starts with the vocabulary's BOS token (the family's chat template writes it otherwise) */
+  constructor(session: Session, projector: Projector, bos: boolean, parallel: number, what: string) {
     this.#projector = projector;
+    this.#bos = bos;
     this.#what = what;
     this.#queue = new OperationQueue(what, () => undefined);
     if (parallel > 1) {
@@ -81,7 +84,7 @@ export class Lanes {
     const slots = this.#slots;
     if (!slots) {
       const lane = this.#lanes[0]!;
-      return this.#queue.run(() => work((view) => new LaneConversation(this.#projector, view, async () => lane)), signal);
+      return this.#queue.run(() => work((view) => new LaneConversation(this.#projector, this.#bos, view, async () => lane)), signal);
     }
     const taken: number[] = [];
     const take: TakeLane = async (prefix, s) => {
@@ -93,7 +96,7 @@ export class Lanes {
     return (async () => {
       this.#queue.assertAlive();
       try {
-        return await work((view) => new LaneConversation(this.#projector, view, take));
+        return await work((view) => new LaneConversation(this.#projector, this.#bos, view, take));
       } finally {
         for (const slot of taken) slots.release(slot);
       }
@@ -111,13 +114,15 @@ export class Lanes {
 /** One question's conversation on a lane: its first turn takes the lane and opens there. */
 class LaneConversation implements Conversation {
   readonly #projector: Projector;
+  readonly #bos: boolean;
   readonly #view: ImageView;
   readonly #take: TakeLane;
   #target: QuestionTarget | undefined;
   #prefixReused = false;
 
-  constructor(projector: Projector, view: ImageView, take: TakeLane) {
+  constructor(projector: Projector, bos: boolean, view: ImageView, take: TakeLane) {
     this.#projector = projector;
+    this.#bos = bos;
     this.#view = view;
     this.#take = take;
   }
@@ -139,6 +144,7 @@ class LaneConversation implements Conversation {
       text: generated.text,
       tokens: generated.tokens,
       promptTokens: evaluation.tokens,
+      images: evaluation.images,
       generatedTokens: generated.tokens.length,
       decodeSteps: generated.decodeCalls,
       finishReason: generated.finishReason,
@@ -165,18 +171,20 @@ class LaneConversation implements Conversation {
     if (lane.prefix?.key === prefix.key && target.position() >= lane.prefix.position) {
       await target.truncate(lane.prefix.position);
       this.#prefixReused = true;
-      return evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal });
+      const tail = await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal });
+      return { ...tail, images: [...lane.prefix.images, ...tail.images] };
     }
     lane.prefix = undefined;
     await target.truncate(0);
-    const head = await evaluatePrompt(target, this.#projector, prompt.slice(0, prefix.length), images, { bos: true, signal });
-    lane.prefix = { key: prefix.key, position: target.position() };
+    const head = await evaluatePrompt(target, this.#projector, prompt.slice(0, prefix.length), images, { bos: this.#bos, signal });
+    lane.prefix = { key: prefix.key, position: target.position(), images: head.images };
     const tail = await evaluatePrompt(target, this.#projector, rest, images, { bos: false, signal });
     return {
       tokens: head.tokens + tail.tokens,
       textMs: head.textMs + tail.textMs,
       imageEncodeMs: head.imageEncodeMs + tail.imageEncodeMs,
       imageDecodeMs: head.imageDecodeMs + tail.imageDecodeMs,
+      images: [...head.images, ...tail.images],
     };
   }
 }

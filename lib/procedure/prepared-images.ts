@@ -1,7 +1,8 @@
 /**
  * The images of one instance, as the model sees them: each input loaded once (upright, or as
- * stored in reference mode), padded and resized to the projector's side, and named by a hash that
- * tells whether a cache already holds its prefix. An image opened with {@link ChainOfSpot.open}
+ * stored in reference mode), prepared as the model's family gives images to the projector
+ * (LLaVA-1.5: padded and resized to its side), and named by a hash that tells whether a cache
+ * already holds its prefix. An image opened with {@link ChainOfSpot.open}
  * keeps all of that for further questions, in either mode.
  */
 import { createHash } from 'node:crypto';
@@ -9,16 +10,17 @@ import { createHash } from 'node:crypto';
 import { callerStack, ChainOfSpotError, rethrowWithCallerStack } from '../common/errors';
 import { booleanOption, optionsObject } from '../common/validate';
 import type { RgbImage } from '../common/rgb-image';
-import { loadImageWithOrientation, prepareOriginal, reorient, type ImageInput } from '../image/image';
+import { loadImageWithOrientation, reorient, type ImageInput } from '../image/image';
+import type { BoundFamily } from './family';
 import type { AskOptions, OpenedImage } from './types';
 
 /** An image as one mode sees it: upright or as stored. */
 export interface ImageView {
   /** The image as loaded (its EXIF orientation applied, except in reference mode). */
   readonly original: RgbImage;
-  /** The original padded to a square and resized to the projector's side. */
+  /** The original as the projector is given it (see {@link BoundFamily.prepareImage}). */
   readonly model: RgbImage;
-  /** A hash of `model`: what names its prefix in a cache. */
+  /** A hash of `model` (its size and pixels): what names its prefix in a cache. */
   readonly key: string;
 }
 
@@ -27,7 +29,7 @@ interface Prepared {
   readonly orientation: number;
   /** The image as loaded in the mode it was opened in, and in the other when asked for: by `reference`. */
   readonly originals: Map<boolean, RgbImage>;
-  /** Its views, by mode and projector side (an opened image serves any instance). */
+  /** Its views, by mode and preparation (an opened image serves any instance). */
   readonly views: Map<string, ImageView>;
 }
 
@@ -36,11 +38,11 @@ const opened = new WeakMap<OpenedImage, Prepared>();
 
 export class PreparedImages {
   /**
-   * @param imageSize the projector's side, which the original is resized to and a region zoomed to
-   * @param maxPixels the most pixels an input, and the square it is padded to, may have
+   * @param family how the model's family prepares an image for the projector
+   * @param maxPixels the most pixels an input, and what it is prepared into, may have
    */
   constructor(
-    readonly imageSize: number,
+    readonly family: Pick<BoundFamily, 'preparation' | 'prepareImage'>,
     readonly maxPixels: number,
   ) {}
 
@@ -82,7 +84,7 @@ export class PreparedImages {
   }
 
   async #view(prepared: Prepared, reference: boolean): Promise<ImageView> {
-    const name = `${reference} ${this.imageSize}`;
+    const name = `${reference} ${this.family.preparation}`;
     let view = prepared.views.get(name);
     if (view) return view;
     let original = prepared.originals.get(reference);
@@ -91,8 +93,11 @@ export class PreparedImages {
       original = prepared.orientation === 1 ? loaded : reorient(loaded, prepared.orientation, !loadedAs);
       prepared.originals.set(reference, original);
     }
-    const model = await prepareOriginal(original, this.imageSize, this.maxPixels);
-    view = { original, model, key: createHash('sha256').update(model.data).digest('hex') };
+    const model = await this.family.prepareImage(original, this.maxPixels);
+    // The size as well as the pixels: families that give the projector the image as it is see
+    // two shapes of the same bytes (196 x 112 and 112 x 196) as two images.
+    const key = createHash('sha256').update(`${model.width}x${model.height} `).update(model.data).digest('hex');
+    view = { original, model, key };
     prepared.views.set(name, view);
     return view;
   }

@@ -58,11 +58,12 @@ export async function askChainOfSpot<Turn extends TurnResult>(host: ProcedureHos
   });
   const { original } = view;
   const { steps } = config;
-  const region = steps.read(turnOne.text, original);
+  const seen = turnOne.images[0];
+  const region = steps.read(turnOne.text, original, seen);
 
   // Turn two: the zoomed region, in the same conversation.
   const cropStart = performance.now();
-  const roiImage = await steps.zoom(original, region.box, images.imageSize, images.maxPixels);
+  const roiImage = await steps.zoom(original, region.box, seen, images.maxPixels);
   const cropMs = performance.now() - cropStart;
   const turnTwo = await conversation.turn(config.turnTwoPrompt, { roi: roiImage }, { maxTokens: config.maxTokens, onText: config.onText2, signal });
 

@@ -3,22 +3,38 @@
  * {@link ChainOfSpotLike}, what the local, the remote and the isolated instance have in common.
  */
 import type { ModelLoadOptions } from '../llama/model';
+import type { ProjectorOptions } from '../llama/projector';
 import type { GenerateResult } from '../llama/session';
 import type { ImageInput } from '../image/image';
 import type { PixelRect } from '../image/geometry';
 import type { Box, RegionBox } from './box';
 import type { ChainOfSpotPromptOptions } from './prompt';
 
+/** The model families this package runs (README, "Model families"). */
+export const FAMILY_NAMES = ['llava-1.5', 'qwen2.5-vl', 'qwen3-vl', 'internvl', 'gemma3'] as const;
+/** One of {@link FAMILY_NAMES}. */
+export type FamilyName = (typeof FAMILY_NAMES)[number];
+
 /** Options of {@link ChainOfSpot.load}. */
 export interface ChainOfSpotOptions extends ChainOfSpotPromptOptions {
-  /** The LLaVA-1.5 text model (GGUF). */
+  /** The text model (GGUF) of a supported family (README, "Model families"). */
   model: string;
   /** Its projector (the mmproj GGUF that was released with it). */
   mmproj: string;
+  /**
+   * The model's family, which sets the conversation, the box format and the zoom (default: detected
+   * from the projector's type, and checked against the text model's architecture). Naming one
+   * takes the files as that family's without the check.
+   */
+  family?: FamilyName;
   /** Text model layers on the GPU (see {@link ModelLoadOptions.gpuLayers}; default 'auto'). */
   gpuLayers?: ModelLoadOptions['gpuLayers'];
   /** Run the image encoder on the GPU when there is one (default true). */
   projectorGpu?: boolean;
+  /** See {@link ProjectorOptions.imageMinTokens} (Qwen-VL: llama.cpp recommends 1024 for grounding). */
+  imageMinTokens?: ProjectorOptions['imageMinTokens'];
+  /** See {@link ProjectorOptions.imageMaxTokens}. */
+  imageMaxTokens?: ProjectorOptions['imageMaxTokens'];
   /** CPU threads (default: the number of physical cores). */
   threads?: number;
   /**
@@ -92,6 +108,17 @@ export interface AskOptions extends ChainOfSpotPromptOptions {
   signal?: AbortSignal;
 }
 
+/** How the model saw one image of a turn. */
+export interface TurnImage {
+  /** The tokens it became. */
+  tokens: number;
+  /**
+   * Its token grid, for models with 2-D positions (Qwen-VL): `width` x `height` tokens, each
+   * patch size x merge pixels of the image as mtmd resized it. Undefined for other models.
+   */
+  grid: { width: number; height: number } | undefined;
+}
+
 /** One turn of the conversation. */
 export interface TurnResult {
   /** The prompt of this turn as the reference's string (`<image>` where an image went). */
@@ -102,6 +129,11 @@ export interface TurnResult {
   tokens: Int32Array;
   /** Tokens evaluated for the prompt (image tokens included). */
   promptTokens: number;
+  /**
+   * The turn's images, in the order its prompt shows them, as the model saw them. Empty from a
+   * llama-server, which does not say.
+   */
+  images: TurnImage[];
   /** Tokens generated. */
   generatedTokens: number;
   /** Decode steps of the generation (fewer than tokens when a grammar forced some). */
@@ -127,8 +159,9 @@ export interface TurnTimings {
 /** The region turn two zoomed into. */
 export interface RegionOfInterest {
   /**
-   * `[left, top, right, bottom]` as fractions of the image padded to a square (the model's frame).
-   * In reference mode, as read: possibly beyond [0, 1], or of zero width or height.
+   * `[left, top, right, bottom]`: for LLaVA-1.5, fractions of the image padded to a square (the
+   * model's frame; in reference mode, as read: possibly beyond [0, 1], or of zero width or height);
+   * for every other family, fractions of the image itself, mapped from the family's own frame.
    */
   box: Box;
   /** The same region in the original image's pixels, clamped to it (right and bottom exclusive). */
