@@ -9,7 +9,7 @@ import { abortedError, ChainOfSpotError } from '../common/errors';
 import { encodePng } from '../image/image';
 
 /** LLaVA-1.5's CLIP ViT-L/14 patch: one image is (imageSize / 14)² tokens. */
-const PATCH_SIZE = 14;
+export const PATCH_SIZE = 14;
 /**
  * The most milliseconds a server may stay silent (until it answers, and between the pieces of a
  * streamed answer), and the default: Node's fetch waits no longer for a response or its next bytes.
@@ -32,6 +32,18 @@ const REFUSED_OUTPUT = /produced output that does not match the expected .* form
 interface Props {
   media_marker?: unknown;
   modalities?: { vision?: unknown };
+  chat_template?: unknown;
+  bos_token?: unknown;
+  eos_token?: unknown;
+}
+
+/** What a server told of itself: how its prompts mark an image, and its model's conversation. */
+export interface ServerProps {
+  readonly mediaMarker: string;
+  /** The chat template it renders chats with (the model's, or llama-server's default). */
+  readonly chatTemplate: string | null;
+  /** The texts of its vocabulary's BOS and EOS tokens. */
+  readonly tokens: { readonly bos: string; readonly eos: string };
 }
 
 /** The fields of a `/completion` answer that we read. */
@@ -63,15 +75,20 @@ export class LlamaServerClient {
     readonly apiKey: string | undefined,
   ) {}
 
-  /** The server's media marker, after checking that it takes images. */
-  async mediaMarker(signal: AbortSignal): Promise<string> {
+  /** What `/props` tells, after checking that the server takes images. */
+  async props(signal: AbortSignal): Promise<ServerProps> {
     const props = (await this.request('GET', '/props', undefined, signal)) as Props;
     if (props === null || typeof props !== 'object') throw this.malformed('/props', 'not an object');
     if (props.modalities?.vision !== true) {
       throw new ChainOfSpotError('ERR_REMOTE', `llama-server at ${this.url} takes no images: start it with the model's projector (--mmproj)`);
     }
     if (typeof props.media_marker !== 'string' || props.media_marker === '') throw this.malformed('/props', 'no media_marker');
-    return props.media_marker;
+    const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+    return {
+      mediaMarker: props.media_marker,
+      chatTemplate: typeof props.chat_template === 'string' && props.chat_template !== '' ? props.chat_template : null,
+      tokens: { bos: text(props.bos_token), eos: text(props.eos_token) },
+    };
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
- * Chain-of-Spot against a llama-server the user already runs: the same two turns, prompts, box
- * grammar and crop as {@link ChainOfSpot.load}'s local instance, sent to llama-server's
- * `/completion` endpoint as raw prompts with the prepared images (PNG, lossless), turn two in the
- * slot that served turn one so that its prompt cache holds turn one between the turns.
+ * Chain-of-Spot against a llama-server the user already runs (LLaVA-1.5, Qwen2.5-VL or Qwen3-VL):
+ * the same two turns, prompts, box grammar and crop as {@link ChainOfSpot.load}'s local instance,
+ * sent to llama-server's `/completion` endpoint as raw prompts with the prepared images (PNG,
+ * lossless), turn two in the slot that served turn one so that its prompt cache holds turn one
+ * between the turns.
  */
 import { abortedError } from '../common/errors';
 import type { RgbImage } from '../common/rgb-image';
@@ -10,19 +11,34 @@ import { booleanOption, integerOption, requiredString, signalOption } from '../c
 import { encodePng, maxPixelsOption, type ImageInput } from '../image/image';
 import { OperationQueue } from '../llama/operation-queue';
 import { askConfig, promptDefaults, type AskConfig } from './ask-config';
-import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl } from './llama-server';
+import { LLAVA_15 } from './families/llava';
+import type { BoundFamily } from './family';
+import { FAMILIES, familyOption } from './family-registry';
+import { DEFAULT_TIMEOUT_MS, LlamaServerClient, measureImageSize, parseUrl, PATCH_SIZE } from './llama-server';
 import { PreparedImages } from './prepared-images';
 import { askBaseline, askChainOfSpot, type Conversation, type ProcedureHost, type TurnGeneration, type TurnImages } from './procedure';
 import { partImage, renderPrompt, type ChainOfSpotPromptOptions, type Prompt } from './prompt';
-import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, OpenedImage, TurnResult } from './types';
+import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, FamilyName, OpenedImage, TurnResult } from './types';
+
+/**
+ * The families whose box a llama-server's answer can be read in, with their encoders' patch size,
+ * which llama-server does not report: their frame is the resize mtmd makes, computed here
+ * (Qwen-VL: 14- and 16-pixel patches, merged 2 x 2).
+ */
+const REMOTE_PATCH_SIZE: Partial<Record<FamilyName, number>> = { 'qwen2.5-vl': 14, 'qwen3-vl': 16 };
 
 /** Options of {@link ChainOfSpot.connect}. */
 export interface ConnectOptions extends ChainOfSpotPromptOptions {
   /**
    * Where llama-server listens, e.g. `http://127.0.0.1:8080` (a path prefix, as behind a proxy, is
-   * kept). The server must have loaded a LLaVA-1.5 model with its projector (`--mmproj`).
+   * kept). The server must have loaded a model of `family` with its projector (`--mmproj`).
    */
   url: string;
+  /**
+   * The family of the server's model (default `llava-1.5`): llama-server does not tell its
+   * projector's type. `llava-1.5`, `qwen2.5-vl` and `qwen3-vl` run remotely; the others locally only.
+   */
+  family?: FamilyName;
   /**
    * The most milliseconds llama-server may stay silent: until it starts answering a request, and
    * then between two pieces of its answer (every answer is streamed; llama-server pings every 30 s
@@ -34,8 +50,8 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
   /** Sent as `Authorization: Bearer <apiKey>`, for a server started with `--api-key`. */
   apiKey?: string;
   /**
-   * The projector's image side in pixels. Default: measured from the server when connecting (see
-   * {@link RemoteChainOfSpot.imageSize}); pass it to skip that request.
+   * LLaVA-1.5's projector image side in pixels. Default: measured from the server when connecting
+   * (see {@link RemoteChainOfSpot.imageSize}); pass it to skip that request.
    */
   imageSize?: number;
   /** As {@link ChainOfSpotOptions.maxPixels}. */
@@ -81,7 +97,10 @@ interface Server {
  * - turn two: turn one's prompt, the model's answer as it wrote it and the continuation, with
  *   both images, in the slot that served turn one (`id_slot`): its prompt cache serves everything
  *   up to the end of turn one's answer ({@link RemoteTurnResult.cachedTokens});
- * - a further question on the same image reuses the image's prefix from the same cache.
+ * - a further question on the same image reuses the image's prefix from the same cache;
+ * - for Qwen2.5-VL and Qwen3-VL (`family`), the prompts are the chat template's, from the
+ *   server's `/props`, the image goes as it is, and the box is read in the frame computed from
+ *   mtmd's default resize (llama-server does not report the grid it used).
  *
  * What differs from the local instance:
  * - the prompt is a string, which llama-server tokenizes with special tokens parsed: a question
@@ -109,6 +128,7 @@ interface Server {
  */
 export class RemoteChainOfSpot implements ChainOfSpotLike {
   readonly #server: Server;
+  readonly #family: BoundFamily;
   readonly #images: PreparedImages;
   readonly #defaults: ChainOfSpotPromptOptions;
   readonly #reference: boolean;
@@ -116,9 +136,10 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
   /** Aborts the requests of the operation in flight (the caller's signal, or dispose). */
   #operation: AbortController | undefined;
 
-  private constructor(server: Server, images: PreparedImages, defaults: ChainOfSpotPromptOptions, reference: boolean) {
+  private constructor(server: Server, family: BoundFamily, maxPixels: number, defaults: ChainOfSpotPromptOptions, reference: boolean) {
     this.#server = server;
-    this.#images = images;
+    this.#family = family;
+    this.#images = new PreparedImages(family, maxPixels);
     this.#defaults = defaults;
     this.#reference = reference;
     this.#queue = new OperationQueue('this remote ChainOfSpot instance', () => this.#operation?.abort());
@@ -133,6 +154,10 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
     const imageSize = options.imageSize === undefined ? undefined : integerOption(options.imageSize, 'imageSize', 1, 1 << 16, 0);
     const maxPixels = maxPixelsOption(options.maxPixels);
     const reference = booleanOption(options.reference, 'reference', false);
+    const named = familyOption(options.family) ?? 'llava-1.5';
+    if (named !== 'llava-1.5' && REMOTE_PATCH_SIZE[named] === undefined) {
+      throw new RangeError(`family ${named} runs locally only (ChainOfSpot.load); connect runs llava-1.5, ${Object.keys(REMOTE_PATCH_SIZE).join(', ')}`);
+    }
     const defaults = promptDefaults(options);
     const signal = signalOption(options.signal);
     if (signal?.aborted) throw abortedError(signal.reason);
@@ -142,9 +167,17 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
     const onAbort = (): void => operation.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const mediaMarker = await client.mediaMarker(operation.signal);
-      const size = imageSize ?? (await measureImageSize(client, mediaMarker, operation.signal));
-      return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, new PreparedImages(size, maxPixels), defaults, reference);
+      const props = await client.props(operation.signal);
+      const { mediaMarker } = props;
+      let family: BoundFamily;
+      if (named === 'llava-1.5') {
+        const size = imageSize ?? (await measureImageSize(client, mediaMarker, operation.signal));
+        family = LLAVA_15.bind({ chatTemplate: null, tokens: props.tokens, imageSize: size, patchSize: PATCH_SIZE, tokensPerImage: (size / PATCH_SIZE) ** 2 });
+      } else {
+        // These encoders choose their own resolution: no fixed image size, no fixed token count.
+        family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: 0, patchSize: REMOTE_PATCH_SIZE[named]!, tokensPerImage: 0 });
+      }
+      return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, family, maxPixels, defaults, reference);
     } catch (error) {
       if (operation.signal.aborted && signal?.aborted) throw abortedError(signal.reason);
       throw error;
@@ -159,13 +192,19 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
   }
 
   /**
-   * The projector's image side in pixels, which images are padded and resized to here. Unless
+   * LLaVA-1.5's projector image side in pixels, which images are padded and resized to here. Unless
    * given to {@link ChainOfSpot.connect}, measured when connecting: llama-server's `/props` does
    * not tell it, so the tokens of a small image are counted, (side / 14)² for LLaVA-1.5's 14-pixel
-   * patches (without evaluating it where the server can count them).
+   * patches (without evaluating it where the server can count them). 0 for the families whose
+   * encoders choose their own resolution.
    */
   get imageSize(): number {
-    return this.#images.imageSize;
+    return this.#family.facts.imageSize;
+  }
+
+  /** The family of the server's model, as given to {@link ChainOfSpot.connect}. */
+  get family(): FamilyName {
+    return this.#family.name;
   }
 
   /** As {@link ChainOfSpot.open}: the image is prepared here once, and sent with each question. */
@@ -208,7 +247,7 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
   }
 
   #askConfig(question: string, options: AskOptions | undefined): AskConfig {
-    return askConfig(question, options, this.#defaults, this.#reference);
+    return askConfig(question, options, this.#defaults, this.#reference, this.#family);
   }
 }
 
@@ -251,6 +290,7 @@ class ServerConversation implements Conversation<RemoteTurnResult> {
       tokens,
       promptTokens: t.prompt_n,
       cachedTokens: t.cache_n,
+      images: [],
       generatedTokens: tokens.length,
       decodeSteps: tokens.length,
       finishReason: answer.truncated ? 'context' : answer.stop_type === 'eos' ? 'eos' : answer.stop_type === 'word' ? 'stop' : 'length',

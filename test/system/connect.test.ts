@@ -17,9 +17,10 @@ import sharp from 'sharp';
 import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
 import type { AskResult } from '../../lib/procedure/types';
 import { BYTE_TOKEN_BASE, FIRST_NORMAL_ID } from '../../lib/models/tiny-model';
-import type { RemoteChainOfSpot } from '../../lib/procedure/remote';
+import type { ConnectOptions, RemoteChainOfSpot } from '../../lib/procedure/remote';
 import { LONE_BYTE_TOKEN, tinyLlavaLoneByte } from '../support/lone-byte-model';
-import { tinyLlava, tinyLlavaFast } from '../support/models';
+import { ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
+import { MODEL_CACHE, tinyLlava, tinyLlavaFast } from '../support/models';
 import { FIXTURE_IMAGES, REPO_ROOT } from '../support/paths';
 import { closedPort, rejectsWithCode } from '../support/remote';
 
@@ -337,7 +338,7 @@ class LlamaServerProcess {
 }
 
 /** What must be the same remotely and locally: the turns' texts and tokens, the region, the answer. */
-function essence(result: AskResult): unknown {
+function essence(result: AskResult) {
   return {
     answer: result.answer,
     roi: result.roi,
@@ -489,44 +490,81 @@ describe('ChainOfSpot.connect against llama-server (the pinned source, 127.0.0.1
   });
 });
 
-describe('ChainOfSpot.connect against llama-server: answers that are not valid UTF-8', function () {
-  // A model that writes the byte token <0xE6> alone now and then (test/support/lone-byte-model.ts):
-  // text llama-server's chat parser refuses, with HTTP 500 where the answer is not streamed and an
-  // error instead of the totals where it is. The local addon shows each such byte as U+FFFD.
-  this.timeout(120_000);
+/**
+ * For one describe block: llama-server and the local addon on the same files, and a connection to
+ * the server (built, started and loaded before the block, stopped after it).
+ */
+function serverAndLocal(files: () => Promise<{ model: string; mmproj: string }>, connect: Omit<ConnectOptions, 'url'> = {}): { server: () => LlamaServerProcess; local: () => ChainOfSpot; remote: () => RemoteChainOfSpot } {
   let server: LlamaServerProcess | undefined;
   let local: ChainOfSpot | undefined;
   let remote: RemoteChainOfSpot | undefined;
-
   before(async function () {
     this.timeout(50 * 60_000);
     const binary = await buildLlamaServer();
-    const files = await tinyLlavaLoneByte();
-    server = await LlamaServerProcess.start(binary, files);
-    local = await ChainOfSpot.load({ ...files, threads: THREADS, contextSize: CONTEXT });
-    remote = await ChainOfSpot.connect({ url: server.url });
+    const pair = await files();
+    server = await LlamaServerProcess.start(binary, pair);
+    local = await ChainOfSpot.load({ ...pair, threads: THREADS, contextSize: CONTEXT });
+    remote = await ChainOfSpot.connect({ ...connect, url: server.url });
   });
-
   after(async () => {
     await remote?.dispose();
     await local?.dispose();
     await server?.stop();
   });
+  return { server: () => server!, local: () => local!, remote: () => remote! };
+}
+
+describe('ChainOfSpot.connect against llama-server running a Qwen3-VL model', function () {
+  this.timeout(120_000);
+  // Qwen3-VL's boxes are in thousandths: this random model's boxes land on the image often
+  // enough to be read (its Qwen2.5-VL sibling writes pixels far outside it).
+  const { server, local, remote } = serverAndLocal(() => ensureTinyQwen3Vl(MODEL_CACHE), { family: 'qwen3-vl' });
+
+  it('sends what the local instance evaluates: the same chat-template prompts, turn one and its box read in the same frame', async () => {
+    assert.equal(remote().family, 'qwen3-vl');
+    const sources = [];
+    for (const [image, question] of QUESTIONS) {
+      const options = { maxTokens: 12, roiMaxTokens: 48 };
+      const expected = essence(await local().ask(image, question, options));
+      const actual = essence(await remote().ask(image, question, options));
+      const what = `${path.basename(image)}: ${question}`;
+      // The server reads the box from the frame it computes, the local instance from mtmd's grid.
+      assert.deepEqual(actual.roi, expected.roi, what);
+      assert.deepEqual(actual.turns[0], expected.turns[0], what);
+      // Turn two's prompt is the same; its answer follows turn one's text, which llama-server
+      // tokenizes again, and this random model's label is no text its tokenizer writes that way.
+      assert.equal(actual.turns[1]!.prompt, expected.turns[1]!.prompt, what);
+      sources.push(expected.roi.source);
+    }
+    assert.ok(sources.includes('model'), `some box is read from the answer: ${sources.join()}`);
+  });
+
+  it('a family that runs locally only: RangeError before any request', async () => {
+    await assert.rejects(ChainOfSpot.connect({ url: server().url, family: 'internvl' }), /internvl runs locally only/);
+  });
+});
+
+describe('ChainOfSpot.connect against llama-server: answers that are not valid UTF-8', function () {
+  // A model that writes the byte token <0xE6> alone now and then (test/support/lone-byte-model.ts):
+  // text llama-server's chat parser refuses, with HTTP 500 where the answer is not streamed and an
+  // error instead of the totals where it is. The local addon shows each such byte as U+FFFD.
+  this.timeout(120_000);
+  const { local, remote } = serverAndLocal(tinyLlavaLoneByte);
 
   const lone = (turn: { tokens: Int32Array }): number => turn.tokens.indexOf(LONE_BYTE_TOKEN);
 
   it("one turn (the baseline) whose answer holds lone bytes, or ends in one: the addon's text and tokens, streamed or not", async () => {
     let holding = 0;
     for (const [image, question] of QUESTIONS) {
-      const expected = await local!.baseline(image, question, { maxTokens: 16 });
+      const expected = await local().baseline(image, question, { maxTokens: 16 });
       // Cut short right after its first lone byte, too: a character left unfinished at the end.
       const cut = lone(expected.turn) + 1;
-      const cases = [{ maxTokens: 16, expected }, ...(cut > 0 ? [{ maxTokens: cut, expected: await local!.baseline(image, question, { maxTokens: cut }) }] : [])];
+      const cases = [{ maxTokens: 16, expected }, ...(cut > 0 ? [{ maxTokens: cut, expected: await local().baseline(image, question, { maxTokens: cut }) }] : [])];
       for (const { maxTokens, expected: want } of cases) {
         const where = `${path.basename(image)}, ${maxTokens} tokens: ${JSON.stringify(want.turn.text)}`;
         const pieces: string[] = [];
-        const streamed = await remote!.baseline(image, question, { maxTokens, onText: (text) => void pieces.push(text) });
-        const plain = await remote!.baseline(image, question, { maxTokens });
+        const streamed = await remote().baseline(image, question, { maxTokens, onText: (text) => void pieces.push(text) });
+        const plain = await remote().baseline(image, question, { maxTokens });
         for (const actual of [streamed, plain]) {
           assert.equal(actual.turn.text, want.turn.text, where);
           assert.deepEqual(Array.from(actual.turn.tokens), Array.from(want.turn.tokens), where);
@@ -551,7 +589,7 @@ describe('ChainOfSpot.connect against llama-server: answers that are not valid U
     for (const [image, question] of QUESTIONS) {
       const where = `${path.basename(image)}: ${question}`;
       const free = { maxTokens: 16, roiMaxTokens: 16, grammar: false };
-      const [want, got] = [await local!.ask(image, question, free), await remote!.ask(image, question, free)];
+      const [want, got] = [await local().ask(image, question, free), await remote().ask(image, question, free)];
       const [one, two] = got.turns;
       assert.deepEqual({ text: one.text, tokens: Array.from(one.tokens) }, { text: want.turns[0].text, tokens: Array.from(want.turns[0].tokens) }, `${where}: turn one`);
       if (lone(want.turns[0]) === -1) {
