@@ -8,6 +8,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ChainOfSpotError } from '../common/errors';
 import { demoModelFiles } from '../models/demo-model';
+import { FAMILY_NAMES, type FamilyName } from '../procedure/types';
 
 /** The usage text of `chain-of-spot --help`. */
 export const USAGE = `Usage: chain-of-spot <command> [options]
@@ -27,14 +28,16 @@ Commands:
   rpc-server             serve this machine's CPU (or GPUs) to ChainOfSpot.load's rpcServers (ggml RPC)
 
 Model options (ask, eval):
-  -m, --model FILE       the LLaVA-1.5 text model (GGUF)                           (required)
+  -m, --model FILE       the text model (GGUF): LLaVA-1.5, Qwen2.5-VL, Qwen3-VL... (required)
       --mmproj FILE      its projector (the mmproj GGUF released with it)          (required)
       --demo-model       instead of --model and --mmproj: the small trained pair shipped in the
                          package, which reads the digit on a tag of a generated scene
       --gpu-layers N     text model layers on the GPU: a number, auto or max       (default auto)
       --threads N        CPU threads                                               (default: all)
       --max-tokens N     most tokens of the answer                                 (default 128)
-      --no-grammar       let turn one write its region freely, not in the reference's box format
+      --no-grammar       let turn one write its region freely, not in the family's box format
+      --family NAME      the model family, when detecting it from the projector is not wanted:
+                         llava-1.5, qwen2.5-vl, qwen3-vl, internvl or gemma3 (README, "Model families")
 
 ask options:
       --json             print one JSON object (answer, region, turns, timings) instead of text
@@ -43,7 +46,7 @@ ask options:
       --save-roi OUT.png write the zoomed region the model saw in turn two
 
 eval options:
-      --baseline         answer in one plain LLaVA-1.5 turn (no region, no zoom), to compare with
+      --baseline         answer in one plain turn (no region, no zoom), to compare with
       --limit N          only the first N questions
       --parallel N       answer N questions at once, decoded together (see "Serving")  (default 1)
       --out PRED.jsonl   write one prediction per line, as each is answered
@@ -95,6 +98,7 @@ const MODEL_OPTIONS = {
   'max-tokens': { type: 'string' },
   'no-grammar': { type: 'boolean' },
   'demo-model': { type: 'boolean' },
+  family: { type: 'string' },
 } as const;
 
 const ASK_OPTIONS = {
@@ -143,6 +147,8 @@ export interface ModelArgs {
   threads: number | undefined;
   maxTokens: number | undefined;
   grammar: boolean;
+  /** The model family, when named (detected from the projector otherwise). */
+  family: FamilyName | undefined;
 }
 
 /** A parsed command line. */
@@ -246,7 +252,7 @@ function modelArgs(values: Record<string, string | boolean | undefined>, command
     if (model !== undefined || mmproj !== undefined) throw usageError(`${command}: --demo-model replaces --model and --mmproj; give one or the other`);
     files = demoModelFiles();
   } else if (typeof model !== 'string' || typeof mmproj !== 'string') {
-    throw usageError(`${command} needs --model FILE and --mmproj FILE (a LLaVA-1.5 GGUF and its projector), or --demo-model`);
+    throw usageError(`${command} needs --model FILE and --mmproj FILE (a GGUF text model and its projector), or --demo-model`);
   } else {
     files = { model, mmproj };
   }
@@ -257,7 +263,16 @@ function modelArgs(values: Record<string, string | boolean | undefined>, command
     threads: values.threads === undefined ? undefined : integerArg(values.threads, '--threads', 1),
     maxTokens: values['max-tokens'] === undefined ? undefined : integerArg(values['max-tokens'], '--max-tokens', 1),
     grammar: values['no-grammar'] !== true,
+    family: familyArg(values.family),
   };
+}
+
+function familyArg(value: string | boolean | undefined): FamilyName | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !(FAMILY_NAMES as readonly string[]).includes(value)) {
+    throw usageError(`--family must be one of ${FAMILY_NAMES.join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as FamilyName;
 }
 
 function integerArg(value: string | boolean, flag: string, min: number, expected = `a whole number from ${min}`, max = Number.MAX_SAFE_INTEGER): number {

@@ -6,7 +6,7 @@ import { drawRegion, REGION_LABEL } from '../image/annotate';
 import type { RawImageInput } from '../image/image';
 import { formatBox } from '../procedure/box';
 import type { ChainOfSpot } from '../procedure/chain-of-spot';
-import type { AskResult, TurnResult } from '../procedure/types';
+import type { AskResult, FamilyName, TurnResult } from '../procedure/types';
 import type { Command } from './args';
 import { checkOutputFolder, loadModel, readImage, writeOutput } from './io';
 import { formatDuration } from './progress';
@@ -21,7 +21,7 @@ export async function ask(command: Extract<Command, { command: 'ask' }>, signal:
     if (command.json) {
       process.stdout.write(`${JSON.stringify(askJson(command.image, command.question, result), null, 2)}\n`);
     } else {
-      process.stdout.write(formatAskResult(result, image, { streamed: command.stream, saved: savedFiles(command) }));
+      process.stdout.write(formatAskResult(result, image, { streamed: command.stream, saved: savedFiles(command), family: cos.family }));
     }
   } finally {
     await cos.dispose();
@@ -87,12 +87,12 @@ export function savedFiles(outputs: { annotate?: string | undefined; saveRoi?: s
  * The human-readable report of a question: the answer (unless it was streamed), the region as the
  * model's box and in the image's pixels, the time per turn, and the pictures written.
  */
-export function formatAskResult(result: AskResult, image: { width: number; height: number }, options: { streamed: boolean; saved: readonly SavedFile[] }): string {
+export function formatAskResult(result: AskResult, image: { width: number; height: number }, options: { streamed: boolean; saved: readonly SavedFile[]; family: FamilyName }): string {
   const { box, pixels, source } = result.roi;
   const lines: string[] = [];
   if (!options.streamed) lines.push(`Answer:  ${result.answer}`);
   lines.push(
-    `Region:  ${formatBox(box)} (left, top, right, bottom as fractions of the image padded to a square)`,
+    `Region:  ${formatBox(box)} (left, top, right, bottom as fractions of the image${options.family === 'llava-1.5' ? ' padded to a square' : ''})`,
     `         pixels left ${pixels.left}, top ${pixels.top}, right ${pixels.right}, bottom ${pixels.bottom}: ` +
       `${pixels.right - pixels.left}x${pixels.bottom - pixels.top} of the ${image.width}x${image.height} image`,
   );

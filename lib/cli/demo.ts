@@ -41,7 +41,7 @@ export async function demo(command: Extract<Command, { command: 'demo' }>, signa
   const image: RawImageInput = { data: canvas.data, width: canvas.width, height: canvas.height, channels: 3 };
   const truth = { left: tag.box[0], top: tag.box[1], right: tag.box[2], bottom: tag.box[3] };
 
-  const cos = await loadModel({ ...files, gpuLayers: 'auto', threads: undefined }, signal);
+  const cos = await loadModel({ ...files, gpuLayers: 'auto', threads: undefined, family: undefined }, signal);
   const saved = { annotate: path.join(command.out, DEMO_FILES.annotated), saveRoi: path.join(command.out, DEMO_FILES.roi) };
   try {
     const result = await askAndSave(cos, image, question, { ...saved, stream: false, maxTokens: 8, grammar: true }, signal);
@@ -50,7 +50,7 @@ export async function demo(command: Extract<Command, { command: 'demo' }>, signa
       `Chain-of-Spot demo: a ${image.width}x${image.height} scene with ${tags.length} small numbered tags on the bundled photo,\n` +
         `and the package's demo model (trained to read them; see train/README.md).\n` +
         `Question: ${question}\n` +
-        formatAskResult(result, image, { streamed: false, saved: savedFiles(saved) }) +
+        formatAskResult(result, image, { streamed: false, saved: savedFiles(saved), family: cos.family }) +
         `Truth:   ${tag.digit} (the tag's region overlaps the model's by IoU ${boxIou(result.roi.box, truth).toFixed(2)})\n` +
         `Without the zoom (one plain LLaVA turn, same model): ${plain.answer}\n` +
         '\nFor real photos and questions, get LLaVA-1.5 GGUF weights ("Getting weights" in the README) and run:\n' +

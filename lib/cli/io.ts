@@ -30,7 +30,7 @@ export async function readImage(file: string): Promise<RawImageInput> {
 }
 
 /** Loads the model with a progress display, after checking both files exist (the projector is read only after the model). */
-export async function loadModel(args: Pick<ModelArgs, 'model' | 'mmproj' | 'gpuLayers' | 'threads'> & { parallel?: number | undefined }, signal: AbortSignal): Promise<ChainOfSpot> {
+export async function loadModel(args: Pick<ModelArgs, 'model' | 'mmproj' | 'gpuLayers' | 'threads' | 'family'> & { parallel?: number | undefined }, signal: AbortSignal): Promise<ChainOfSpot> {
   await requireFile(args.model, 'ERR_MODEL_LOAD', 'model file');
   await requireFile(args.mmproj, 'ERR_PROJECTOR_LOAD', 'projector (--mmproj) file');
   const progress = new Progress({ label: `loading model ${path.basename(args.model)}` });
@@ -38,6 +38,7 @@ export async function loadModel(args: Pick<ModelArgs, 'model' | 'mmproj' | 'gpuL
     const cos = await ChainOfSpot.load({
       model: args.model,
       mmproj: args.mmproj,
+      family: args.family,
       gpuLayers: args.gpuLayers,
       threads: args.threads,
       parallel: args.parallel,

@@ -16,7 +16,8 @@ import type { RgbImage } from '../../lib/common/rgb-image';
 import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
 import type { Prediction } from '../../lib/eval/vqa';
-import { tinyLlavaFast } from '../support/models';
+import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
+import { ensureTinyQwen25Vl } from '../../lib/models/tiny-qwen-vl';
 import { FIXTURE_IMAGES } from '../support/paths';
 
 const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
@@ -69,10 +70,18 @@ describe('command line', function () {
       const outcome = await cli(['ask', CAT, 'What is the cat looking at?', ...model]);
       assert.equal(outcome.code, 0, outcome.stderr);
       assert.match(outcome.stdout, /^Answer: {2}\S.*$/m);
-      assert.match(outcome.stdout, /^Region: {2}\[[0-9., ]+\] \(left, top, right, bottom/m);
+      assert.match(outcome.stdout, /^Region: {2}\[[0-9., ]+\] \(left, top, right, bottom as fractions of the image padded to a square\)$/m);
       assert.match(outcome.stdout, /^ +pixels left \d+, top \d+, right \d+, bottom \d+: \d+x\d+ of the 451x300 image$/m);
       assert.match(outcome.stdout, /^Time: {4}.* in all; turn 1 .*turn 2 /m);
       assert.match(outcome.stderr, /^loading model tiny-llava-112\.gguf… done in /m, 'plain progress line off a terminal');
+    });
+
+    it('asks a Qwen2.5-VL model, detected from its projector, and gives its region as fractions of the image', async () => {
+      const qwen = await ensureTinyQwen25Vl(MODEL_CACHE);
+      const outcome = await cli(['ask', CAT, 'What is the cat looking at?', '--model', qwen.model, '--mmproj', qwen.mmproj, '--max-tokens', '4']);
+      assert.equal(outcome.code, 0, outcome.stderr);
+      assert.match(outcome.stdout, /^Region: {2}\[[0-9., ]+\] \(left, top, right, bottom as fractions of the image\)$/m);
+      assert.match(outcome.stdout, /^ +pixels left \d+, top \d+, right \d+, bottom \d+: \d+x\d+ of the 451x300 image$/m);
     });
 
     it('--json prints one object with the region, both turns and plain token arrays', async () => {
@@ -464,7 +473,7 @@ describe('command line parsing', () => {
       command: 'ask',
       image: 'cat.png',
       question: 'What?',
-      model: { model: 'm.gguf', mmproj: 'p.gguf', gpuLayers: 'max', threads: 4, maxTokens: undefined, grammar: false },
+      model: { model: 'm.gguf', mmproj: 'p.gguf', gpuLayers: 'max', threads: 4, maxTokens: undefined, grammar: false, family: undefined },
       json: false,
       stream: false,
       annotate: 'a.PNG',
@@ -476,7 +485,7 @@ describe('command line parsing', () => {
     assert.deepEqual(parsed, {
       command: 'eval',
       data: 'd.jsonl',
-      model: { model: 'm', mmproj: 'p', gpuLayers: 20, threads: undefined, maxTokens: undefined, grammar: true },
+      model: { model: 'm', mmproj: 'p', gpuLayers: 20, threads: undefined, maxTokens: undefined, grammar: true, family: undefined },
       baseline: true,
       limit: 5,
       out: 'o.jsonl',
@@ -498,6 +507,13 @@ describe('command line parsing', () => {
     assert.ok(parsed.command === 'eval');
     assert.deepEqual([parsed.model.model, parsed.model.mmproj], [demoModel.model, demoModel.mmproj]);
     assert.ok(demoModel.model.startsWith(path.join(PACKAGE_ROOT, 'assets', 'demo-model')));
+  });
+
+  it('reads --family', () => {
+    const parsed = parseCommandLine(['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--family', 'qwen3-vl']);
+    assert.ok(parsed.command === 'ask');
+    assert.equal(parsed.model.family, 'qwen3-vl');
+    assert.throws(() => parseCommandLine(['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--family', 'qwen']), /--family must be one of llava-1\.5, qwen2\.5-vl, qwen3-vl, internvl, gemma3, got "qwen"/);
   });
 
   for (const args of [['ask', 'i', 'q', '-m', 'm', '--mmproj', 'p', '--gpu-layers', 'some'], ['eval', 'd', '-m', 'm', '--mmproj', 'p', '--limit', '-1'], ['demo', 'extra'], ['scenes', '--out', 'o'], ['scenes', '--count', '0', '--out', 'o'], ['scenes', '--count', '2', '--seed', '4294967296', '--out', 'o'], ['ask', 'i', 'q', '--demo-model', '-m', 'm']]) {
