@@ -1,6 +1,7 @@
 /**
- * chain-of-spot: Chain-of-Spot interactive reasoning for LLaVA-1.5 models in Node.js, on
- * llama.cpp's own C++ (libllama + libmtmd) inside an N-API addon.
+ * chain-of-spot: Chain-of-Spot interactive reasoning for vision-language models in Node.js
+ * (LLaVA-1.5, the reference, and Qwen2.5-VL, Qwen3-VL, InternVL, Gemma 3), on llama.cpp's own C++
+ * (libllama + libmtmd) inside an N-API addon.
  *
  * Start with {@link ChainOfSpot}; {@link Model}, {@link Projector} and {@link Session} are the
  * lower-level building blocks it is made of.
@@ -14,11 +15,14 @@ export type {
   BaselineResult,
   ChainOfSpotLike,
   ChainOfSpotOptions,
+  FamilyName,
   OpenedImage,
   RegionOfInterest,
+  TurnImage,
   TurnResult,
   TurnTimings,
 } from './procedure/types';
+export { FAMILY_NAMES } from './procedure/types';
 export {
   RemoteChainOfSpot,
   type ConnectOptions,
@@ -74,5 +78,6 @@ export {
   type Prompt,
   type PromptPart,
   type SpecialPart,
+  type TemplatePart,
   type TextPart,
 } from './procedure/prompt';
