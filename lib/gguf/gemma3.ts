@@ -32,9 +32,9 @@
  *
  * Owns: the Gemma 3 rules. May import: ./format, ./reader, ./llava and node builtins.
  */
-import { GgufType } from './format';
+import { GgmlType, GgufType } from './format';
 import { GgufFormatError, REDOWNLOAD, type ParsedGgufHeader, type ParsedTensor } from './reader';
-import { applyRules, checkConvolutionType, layerRules, numberValue, type EncoderFacts, type TensorRule } from './llava';
+import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, checkTensorType, layerRules, numberValue, type EncoderFacts, type TensorRule } from './llava';
 
 /** The projector type this module has rules for. */
 export const GEMMA3_PROJECTOR_TYPE = 'gemma3';
@@ -158,6 +158,8 @@ export function checkGemma3Projector(parsed: ParsedGgufHeader, tensors: Readonly
   ];
   applyRules(tensors, encoder, new Map(), OWNER);
   checkConvolutionType(tensors.get('v.patch_embd.weight')!);
+  const position = tensors.get('v.position_embd.weight');
+  if (position) checkAddedPositionEmbedding(position);
 
   for (let il = 0; il < h.layers; il++) {
     const p = `v.blk.${il}`;
@@ -181,5 +183,7 @@ export function checkGemma3Projector(parsed: ParsedGgufHeader, tensors: Readonly
     dims,
     OWNER,
   );
+  // The graph multiplies by its transpose made contiguous, which ggml does not do for quantized types.
+  checkTensorType(tensors.get('mm.input_projection.weight')!, [GgmlType.F32, GgmlType.F16, GgmlType.BF16], 'Gemma 3 transposes its input projection, which needs f32, f16 or bf16 (llama.cpp aborts on a quantized one)');
   return dims.get('O')!;
 }

@@ -25,7 +25,7 @@
  * Owns: the InternVL projector rules. May import: ./reader, ./llava and node builtins.
  */
 import { GgufFormatError, REDOWNLOAD, type ParsedGgufHeader, type ParsedTensor } from './reader';
-import { applyRules, checkConvolutionType, int32Items, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
+import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, int32Items, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
 
 /** The projector types this module has rules for. */
 export const INTERNVL_PROJECTOR_TYPES: ReadonlySet<string> = new Set(['internvl']);
@@ -107,6 +107,7 @@ export function checkInternVlProjector(parsed: ParsedGgufHeader, tensors: Readon
         `${shapeText([E, rows])} (llama.cpp aborts otherwise): ${REDOWNLOAD}`,
     );
   }
+  checkAddedPositionEmbedding(position);
 
   for (let il = 0; il < h.layers; il++) {
     const p = `v.blk.${il}`;

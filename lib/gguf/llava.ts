@@ -443,9 +443,17 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
 
 /** A patch convolution's kernel: ggml's im2col takes f32 or f16 only (it aborts otherwise). */
 export function checkConvolutionType(kernel: ParsedTensor): void {
-  if (kernel.type !== GgmlType.F32 && kernel.type !== GgmlType.F16) {
-    throw new GgufFormatError(`tensor '${kernel.name}' is ${kernel.typeInfo.name}; the patch convolution needs f32 or f16: ${REDOWNLOAD}`);
-  }
+  checkTensorType(kernel, [GgmlType.F32, GgmlType.F16], 'the patch convolution needs f32 or f16');
+}
+
+/** A position embedding the graph adds to the patches as it is: ggml adds f32 to f32 only (the converters write it so). */
+export function checkAddedPositionEmbedding(position: ParsedTensor): void {
+  checkTensorType(position, [GgmlType.F32], 'the position embedding is added to the patches as it is, which ggml does in f32 only (it aborts otherwise)');
+}
+
+/** A tensor the graph can use only in some types (an op without kernels for the others aborts). */
+export function checkTensorType(tensor: ParsedTensor, allowed: readonly GgmlType[], why: string): void {
+  if (!allowed.includes(tensor.type)) throw new GgufFormatError(`tensor '${tensor.name}' is ${tensor.typeInfo.name}; ${why}: ${REDOWNLOAD}`);
 }
 
 /**

@@ -18,8 +18,9 @@
  *
  * Owns: the Qwen-VL projector rules. May import: ./format, ./reader, ./llava and node builtins.
  */
+import { GgmlType } from './format';
 import { GgufFormatError, REDOWNLOAD, type ParsedGgufHeader, type ParsedTensor } from './reader';
-import { applyRules, checkConvolutionType, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
+import { applyRules, checkConvolutionType, checkTensorType, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
 
 /** The projector types this module has rules for. */
 export const QWEN_VL_PROJECTOR_TYPES: ReadonlySet<string> = new Set(['qwen2.5vl_merger', 'qwen3vl_merger']);
@@ -51,6 +52,18 @@ export function checkQwenVlProjector(parsed: ParsedGgufHeader, tensors: Readonly
   }
   const projectionDim = key('clip.vision.projection_dim', 'clip.cpp requires');
   const windowPattern = qwen3 ? 0 : key('clip.vision.n_wa_pattern', "clip.cpp requires of a Qwen2.5-VL projector (its window attention's layer pattern)");
+  // Every n-th layer attends to the whole image, the others within windows: with 1, no layer uses
+  // the window mask the graph sets up, and clip.cpp aborts setting it.
+  if (windowPattern === 1) {
+    throw new GgufFormatError(`'clip.vision.n_wa_pattern' is 1, which leaves no window-attention layer (clip.cpp aborts on the unused window mask; Qwen2.5-VL has 8): ${REDOWNLOAD}`);
+  }
+  // The 2-D rotary embedding gives each of its four sections a quarter of a head: none may be empty.
+  const headWidth = Math.floor(E / h.heads);
+  if (headWidth < 4) {
+    throw new GgufFormatError(
+      `'clip.vision.attention.head_count' ${h.heads} leaves heads ${headWidth} wide in a ${E}-wide encoder; Qwen-VL's rotary embedding needs at least 4 (ggml aborts otherwise): ${REDOWNLOAD}`,
+    );
+  }
 
   for (const name of ['v.class_embd', ...(qwen3 ? [] : ['v.patch_embd.bias'])]) {
     if (tensors.has(name)) throw new GgufFormatError(`it has a tensor '${name}', which llama.cpp's ${qwen3 ? 'Qwen3-VL' : 'Qwen2.5-VL'} graph refuses (it aborts): ${REDOWNLOAD}`);
@@ -123,6 +136,8 @@ function checkPositionGrid(tensors: ReadonlyMap<string, ParsedTensor>, E: number
       `tensor 'v.position_embd.weight' has shape ${shapeText(position.shape)}; it must be ${E} wide with one row per patch of a square grid (clip.cpp aborts otherwise): ${REDOWNLOAD}`,
     );
   }
+  // The graph interpolates it to the image's grid, which ggml does in f32 only (as the converter writes it).
+  checkTensorType(position, [GgmlType.F32], 'Qwen3-VL resizes its position embedding, which ggml does in f32 only (it aborts otherwise)');
 }
 
 /**

@@ -9,7 +9,9 @@
  * Holds no tests itself (mocha loads it and finds none).
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
 import { ggufFields, parseGgufHeader, readGgufHeader, type GgufField } from '../../lib/gguf/reader';
@@ -70,6 +72,28 @@ export function nameAt(lengthField: GgufField): number {
 /** `bytes` with one byte of tensor `name`'s name changed to `to` (at `index`, default its last). */
 export function renameTensor(b: Base, name: string, to: string, index = name.length - 1): Buffer {
   return patched(b.bytes, [nameAt(fieldOf(b, 'tensor_name_length', name)) + index, Buffer.from(to, 'latin1')]);
+}
+
+/**
+ * `b` rewritten with tensor `name` in `type` (its data zeros of that type's size: a file whose
+ * layout holds, with a type the graph may not take).
+ */
+export async function retyped(b: Base, name: string, type: GgmlType): Promise<Buffer> {
+  const header = await readGgufHeader(b.path);
+  const tensors: GgufTensor[] = header.tensors.map((t) => {
+    if (t.name === name) return { name, shape: t.shape, type, data: () => [Buffer.alloc(tensorByteSize(type, t.shape))] };
+    const start = header.dataOffset + t.offset;
+    const data = b.bytes.subarray(start, start + tensorByteSize(t.type as GgmlType, t.shape));
+    return { name: t.name, shape: t.shape, type: t.type as GgmlType, data: () => [data] };
+  });
+  assert.ok(tensors.some((t) => t.name === name), `${b.path} has no tensor ${name}`);
+  const file = path.join(tmpdir(), `cos-retyped-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
+  try {
+    await writeGguf(file, { metadata: [...header.kv], tensors });
+    return await readFile(file);
+  } finally {
+    await rm(file, { force: true });
+  }
 }
 
 // --- other writers' layouts ------------------------------------------------------------------------

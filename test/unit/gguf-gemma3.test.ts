@@ -15,7 +15,7 @@ import { readGgufHeader } from '../../lib/gguf/reader';
 import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, nameAt, patched, renameTensor, u32, u64, type Base } from './gguf-cases';
+import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
 
 async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
   await assert.rejects(checkGguf(file, role), (error: unknown) => {
@@ -95,6 +95,17 @@ describe('checkGguf on Gemma 3 files', () => {
     it('compares its output width with the text model', async () => {
       await checkGguf(mmproj.path, 'projector', { textEmbeddingSize: 256 });
       await assert.rejects(checkGguf(mmproj.path, 'projector', { textEmbeddingSize: 512 }), (error: unknown) => (error as ChainOfSpotError).code === 'ERR_PROJECTOR_MISMATCH');
+    });
+
+    it('an input projection in bf16 passes (ggml transposes it); a quantized one is refused (scripts/fuzz.mjs found it abort)', async () => {
+      // f16 and bf16 are both 2 bytes: the type field alone changes (verified to run in llama.cpp).
+      const bf16 = patched(mmproj.bytes, [fieldOf(mmproj, 'tensor_type', 'mm.input_projection.weight').offset, u32(GgmlType.BF16)]);
+      assert.equal((await checkGguf(await write(bf16), 'projector')).projectorType, 'gemma3');
+      await rejects(await write(await retyped(mmproj, 'mm.input_projection.weight', GgmlType.Q8_0)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'mm.input_projection.weight' is q8_0; Gemma 3 transposes its input projection/);
+    });
+
+    it('a position embedding in f16 is refused (added as it is, in f32 only: scripts/fuzz.mjs found it abort)', async () => {
+      await rejects(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
     });
 
     it('passes what clip.cpp runs: a pooling kernel of 2 (8 x 8 tokens), no position embedding', async () => {

@@ -15,7 +15,7 @@ import { readGgufHeader } from '../../lib/gguf/reader';
 import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, nameAt, patched, renameTensor, u32, u64, type Base } from './gguf-cases';
+import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
 
 async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
   await assert.rejects(checkGguf(file, role), (error: unknown) => {
@@ -143,6 +143,10 @@ describe('checkGguf on InternVL projectors', () => {
       await rejects(await write(await rewritten(mmproj.path, keys, tensors)), 'projector', 'ERR_PROJECTOR_LOAD', message);
     });
   }
+
+  it('a position embedding in f16 is refused (added as it is, in f32 only: scripts/fuzz.mjs found it abort)', async () => {
+    await rejects(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
+  });
 
   it('passes a tile range that gives no grid when grid pinpoints give the candidates', async () => {
     const pinpoints = gguf.array(GgufType.INT32, [112, 56, 56, 112]);

@@ -12,7 +12,8 @@ import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf, type GgufRole } from '../../lib/gguf/check';
 import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, nameAt, patched, renameTensor, u32, u64, type Base } from './gguf-cases';
+import { GgmlType } from '../../lib/gguf/format';
+import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
 
 async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
   await assert.rejects(checkGguf(file, role), (error: unknown) => {
@@ -91,12 +92,22 @@ describe('checkGguf on Qwen-VL projectors', () => {
     // Keys.
     ['Qwen2.5-VL without its window pattern (clip.cpp requires it)', () => qwen25, (b) => renameKey(b, 'clip.vision.n_wa_pattern'), /no 'clip.vision.n_wa_pattern'/],
     ['Qwen3-VL without its projection width (clip.cpp requires it)', () => qwen3, (b) => renameKey(b, 'clip.vision.projection_dim'), /no 'clip.vision.projection_dim'/],
+    // scripts/fuzz.mjs found these two abort llama.cpp.
+    ['Qwen2.5-VL with a window pattern of 1 (no window layer: the unused mask aborts)', () => qwen25, (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.vision.n_wa_pattern').offset, u32(1)]), /'clip.vision.n_wa_pattern' is 1, which leaves no window-attention layer/],
+    ['Qwen3-VL with 64 heads of one value each (an empty rotary section aborts)', () => qwen3, (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.vision.attention.head_count').offset, u32(64)]), /head_count' 64 leaves heads 1 wide in a 64-wide encoder/],
     ['a spatial merge of 3 (the graphs merge 2x2)', () => qwen3, (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.vision.spatial_merge_size').offset, u32(3)]), /'clip.vision.spatial_merge_size' is 3/],
     ['Qwen2.5-VL with window attention and a projection width other than the merger output', () => qwen25, (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.vision.projection_dim').offset, u32(128)]), /'clip.vision.projection_dim' is 128, but the merger gives 256/],
   ];
   for (const [what, file, edit, message] of cases) {
     it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
       await rejects(await write(edit(file())), 'projector', 'ERR_PROJECTOR_LOAD', message);
+    });
+  }
+
+  // scripts/fuzz.mjs found it: ggml_interpolate asserts an f32 input (the converter forces f32).
+  for (const type of [GgmlType.F16, GgmlType.Q8_0]) {
+    it(`Qwen3-VL with its position embedding in ${type === GgmlType.F16 ? 'f16' : 'q8_0'} (its resize aborts): ERR_PROJECTOR_LOAD`, async () => {
+      await rejects(await write(await retyped(qwen3, 'v.position_embd.weight', type)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is (f16|q8_0); Qwen3-VL resizes its position embedding, which ggml does in f32 only/);
     });
   }
 
