@@ -276,9 +276,20 @@ describe('model families: Chain-of-Spot on the tiny Qwen-VL, InternVL and Gemma 
     await assert.rejects(ChainOfSpot.load({ ...files, imageMinTokens: 0 }), RangeError);
   });
 
-  it('a Qwen-VL projector with a LLaVA text model: ERR_PROJECTOR_MISMATCH', async () => {
+  it("a projector with another family's text model: ERR_PROJECTOR_MISMATCH, naming the projector", async () => {
+    const [llava, qwen25, qwen3, internvl, gemma3] = await Promise.all([ensureTinyLlava(MODEL_CACHE), ensureTinyQwen25Vl(MODEL_CACHE), ensureTinyQwen3Vl(MODEL_CACHE), ensureTinyInternVl(MODEL_CACHE), ensureTinyGemma3(MODEL_CACHE)]);
+    const pairs = [[llava, qwen25], [qwen25, internvl], [internvl, gemma3], [gemma3, qwen3], [qwen3, llava]] as const;
+    for (const [text, projector] of pairs) {
+      await assert.rejects(ChainOfSpot.load({ model: text.model, mmproj: projector.mmproj, threads: 2 }), (error: unknown) => {
+        assert.ok(error instanceof ChainOfSpotError && error.code === 'ERR_PROJECTOR_MISMATCH', `${text.model} with ${projector.mmproj}: ${String(error)}`);
+        assert.ok(error.message.includes(projector.mmproj), error.message);
+        return true;
+      });
+    }
+  });
+
+  it('family names the files\' family without the check: a LLaVA pair taken as Qwen2.5-VL has no chat template, ERR_MODEL_LOAD', async () => {
     const llava = await ensureTinyLlava(MODEL_CACHE);
-    const qwen = await ensureTinyQwen25Vl(MODEL_CACHE);
-    await assert.rejects(ChainOfSpot.load({ model: llava.model, mmproj: qwen.mmproj, threads: 2 }), (error: unknown) => error instanceof ChainOfSpotError && error.code === 'ERR_PROJECTOR_MISMATCH');
+    await assert.rejects(ChainOfSpot.load({ ...llava, family: 'qwen2.5-vl', threads: 2 }), (error: unknown) => error instanceof ChainOfSpotError && error.code === 'ERR_MODEL_LOAD' && /needs a chat template/.test(error.message));
   });
 });

@@ -17,7 +17,8 @@ import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
 import type { Prediction } from '../../lib/eval/vqa';
 import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
-import { ensureTinyQwen25Vl } from '../../lib/models/tiny-qwen-vl';
+import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
+import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import { FIXTURE_IMAGES } from '../support/paths';
 
 const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
@@ -82,6 +83,54 @@ describe('command line', function () {
       assert.equal(outcome.code, 0, outcome.stderr);
       assert.match(outcome.stdout, /^Region: {2}\[[0-9., ]+\] \(left, top, right, bottom as fractions of the image\)$/m);
       assert.match(outcome.stdout, /^ +pixels left \d+, top \d+, right \d+, bottom \d+: \d+x\d+ of the 451x300 image$/m);
+    });
+
+    it('--annotate and --save-roi on a Qwen3-VL model: the region drawn on the original, the crop enlarged to the area the image was seen at', async () => {
+      const qwen3 = await ensureTinyQwen3Vl(MODEL_CACHE);
+      const dir = await mkdtemp(path.join(tmpdir(), 'cos-cli-qwen3-'));
+      try {
+        const annotated = path.join(dir, 'annotated.png');
+        const roi = path.join(dir, 'roi.png');
+        const outcome = await cli(['ask', CAT, 'Where is the cat?', '--model', qwen3.model, '--mmproj', qwen3.mmproj, '--max-tokens', '2', '--json', '--annotate', annotated, '--save-roi', roi]);
+        assert.equal(outcome.code, 0, outcome.stderr);
+        const { pixels } = (JSON.parse(outcome.stdout) as { roi: RegionOfInterest }).roi;
+        const drawn = await loadImage(annotated);
+        assert.deepEqual([drawn.width, drawn.height], [451, 300]);
+        const middle = Math.floor((pixels.top + pixels.bottom) / 2);
+        assert.deepEqual(pixel(drawn, pixels.left, middle), COLOUR);
+        assert.deepEqual(pixel(drawn, pixels.right - 1, middle), COLOUR);
+        // mtmd saw 451 x 300 as 14 x 9 tokens of 32 pixels (448 x 288), the image 433 x 288 of it
+        // (scale 0.96): the crop is enlarged to about 433 * 288 pixels, never shrunk.
+        const crop = await sharp(roi).metadata();
+        const [width, height] = [pixels.right - pixels.left, pixels.bottom - pixels.top];
+        const target = Math.max(width * height, 433 * 288);
+        assert.ok(Math.abs(crop.width! * crop.height! - target) / target < 0.02, `${crop.width} x ${crop.height} for a ${width} x ${height} region`);
+        assert.ok(Math.abs(crop.width! / crop.height! - width / height) < 0.05, 'the aspect ratio kept');
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('eval on an InternVL model, named with --family: one prediction a line, its region in fractions of the image', async () => {
+      const internvl = await ensureTinyInternVl(MODEL_CACHE);
+      const dir = await mkdtemp(path.join(tmpdir(), 'cos-eval-family-'));
+      try {
+        const data = path.join(dir, 'data.jsonl');
+        const lines = [{ image: CAT, question: 'What animal is this?', answers: ['cat'] }, { image: CAT, question: 'What colour is it?', answers: ['grey'] }];
+        await writeFile(data, lines.map((line) => JSON.stringify(line)).join('\n'));
+        const out = path.join(dir, 'pred.jsonl');
+        const outcome = await cli(['eval', data, '--model', internvl.model, '--mmproj', internvl.mmproj, '--family', 'internvl', '--max-tokens', '3', '--out', out]);
+        assert.equal(outcome.code, 0, outcome.stderr);
+        const rows = (await readFile(out, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
+        assert.deepEqual(rows.map((row) => row.index), [0, 1]);
+        for (const row of rows) {
+          const { left, top, right, bottom } = row.region!.box;
+          assert.ok(left >= 0 && left < right && right <= 1 && top >= 0 && top < bottom && bottom <= 1, JSON.stringify(row.region));
+        }
+        assert.match(outcome.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     it('--json prints one object with the region, both turns and plain token arrays', async () => {

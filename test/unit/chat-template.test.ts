@@ -6,8 +6,14 @@
 import assert from 'node:assert/strict';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { GEMMA3_TEMPLATE, QWEN25_VL_TEMPLATE, QWEN3_VL_TEMPLATE } from '../../lib/models/chat-templates';
+import type { Template as JinjaTemplate } from '@huggingface/jinja' with { 'resolution-mode': 'import' };
+
+import { GEMMA3_TEMPLATE, INTERNVL_TEMPLATE, QWEN25_VL_TEMPLATE, QWEN3_VL_TEMPLATE } from '../../lib/models/chat-templates';
 import { ChatTemplate, type ChatMessage } from '../../lib/procedure/chat';
+import type { Prompt } from '../../lib/procedure/prompt';
+
+// The template library itself, as transformers.js renders with it (a CommonJS build beside its ES module).
+const { Template } = require('@huggingface/jinja') as { Template: typeof JinjaTemplate };
 
 const TOKENS = { bos: '<bos>', eos: '<eos>' };
 const user = (question: string, image: 'original' | 'roi' = 'original'): ChatMessage => ({
@@ -52,6 +58,32 @@ describe('chat templates', () => {
       { type: 'text', text: 'Now?' },
       { type: 'template', text: '<|im_end|>\n<|im_start|>assistant\n' },
     ]);
+  });
+
+  it("gives the template's own rendering of the same conversation, with its image placeholder where an image part is", () => {
+    // transformers passes a message as a list of image and text items, and each template writes
+    // its family's placeholder for an image item; here the same messages go through ChatTemplate.
+    const placeholders = [
+      [QWEN25_VL_TEMPLATE, '<|vision_start|><|image_pad|><|vision_end|>'],
+      [QWEN3_VL_TEMPLATE, '<|vision_start|><|image_pad|><|vision_end|>'],
+      [INTERNVL_TEMPLATE, '<image>\n'],
+      [GEMMA3_TEMPLATE, '<start_of_image>'],
+    ] as const;
+    const one: ChatMessage = { role: 'user', parts: [{ type: 'image', image: 'original' }, { type: 'text', text: '\nWhere is the cup?' }] };
+    const two: ChatMessage = { role: 'user', parts: [{ type: 'text', text: 'The region is ' }, { type: 'image', image: 'roi' }, { type: 'text', text: '. What is in it?' }] };
+    const answer = '[0.1, 0.2, 0.5, 0.6]';
+    const items = (message: ChatMessage) => message.parts.map((part) => (part.type === 'image' ? { type: 'image' } : { type: 'text', text: (part as { text: string }).text }));
+    for (const [source, placeholder] of placeholders) {
+      const own = new Template(source).render({
+        messages: [{ role: 'user', content: items(one) }, { role: 'assistant', content: answer }, { role: 'user', content: items(two) }],
+        add_generation_prompt: true,
+        bos_token: TOKENS.bos,
+        eos_token: TOKENS.eos,
+      });
+      const template = new ChatTemplate(source, TOKENS);
+      const text = (prompt: Prompt): string => prompt.map((part) => (part.type === 'image' ? placeholder : (part as { text: string }).text)).join('');
+      assert.equal(text(template.prompt([one])) + answer + text(template.continuation([one], [two])), own);
+    }
   });
 
   it('refuses a template that renders turn one differently once the conversation goes on', () => {
