@@ -17,6 +17,7 @@ import { loadImage } from '../../lib/image/image';
 import { formatDuration, formatProgress, Progress } from '../../lib/cli/progress';
 import type { Prediction } from '../../lib/eval/vqa';
 import { MODEL_CACHE, tinyLlavaFast } from '../support/models';
+import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import { FIXTURE_IMAGES } from '../support/paths';
@@ -111,23 +112,31 @@ describe('command line', function () {
       }
     });
 
-    it('eval on an InternVL model, named with --family: one prediction a line, its region in fractions of the image', async () => {
-      const internvl = await ensureTinyInternVl(MODEL_CACHE);
+    it('eval on each family (InternVL named with --family, the others detected): one prediction a line, its region in fractions of the image', async function () {
+      this.timeout(120_000);
       const dir = await mkdtemp(path.join(tmpdir(), 'cos-eval-family-'));
       try {
         const data = path.join(dir, 'data.jsonl');
         const lines = [{ image: CAT, question: 'What animal is this?', answers: ['cat'] }, { image: CAT, question: 'What colour is it?', answers: ['grey'] }];
         await writeFile(data, lines.map((line) => JSON.stringify(line)).join('\n'));
-        const out = path.join(dir, 'pred.jsonl');
-        const outcome = await cli(['eval', data, '--model', internvl.model, '--mmproj', internvl.mmproj, '--family', 'internvl', '--max-tokens', '3', '--out', out]);
-        assert.equal(outcome.code, 0, outcome.stderr);
-        const rows = (await readFile(out, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
-        assert.deepEqual(rows.map((row) => row.index), [0, 1]);
-        for (const row of rows) {
-          const { left, top, right, bottom } = row.region!.box;
-          assert.ok(left >= 0 && left < right && right <= 1 && top >= 0 && top < bottom && bottom <= 1, JSON.stringify(row.region));
+        const pairs = [
+          ['qwen2.5-vl', await ensureTinyQwen25Vl(MODEL_CACHE), []],
+          ['qwen3-vl', await ensureTinyQwen3Vl(MODEL_CACHE), []],
+          ['internvl', await ensureTinyInternVl(MODEL_CACHE), ['--family', 'internvl']],
+          ['gemma3', await ensureTinyGemma3(MODEL_CACHE), []],
+        ] as const;
+        for (const [family, files, named] of pairs) {
+          const out = path.join(dir, `${family}.jsonl`);
+          const outcome = await cli(['eval', data, '--model', files.model, '--mmproj', files.mmproj, ...named, '--max-tokens', '3', '--out', out]);
+          assert.equal(outcome.code, 0, `${family}: ${outcome.stderr}`);
+          const rows = (await readFile(out, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Prediction);
+          assert.deepEqual(rows.map((row) => row.index), [0, 1], family);
+          for (const row of rows) {
+            const { left, top, right, bottom } = row.region!.box;
+            assert.ok(left >= 0 && left < right && right <= 1 && top >= 0 && top < bottom && bottom <= 1, `${family}: ${JSON.stringify(row.region)}`);
+          }
+          assert.match(outcome.stdout, /^Exact match: {2}\d+\.\d\d %$/m, family);
         }
-        assert.match(outcome.stdout, /^Exact match: {2}\d+\.\d\d %$/m);
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
