@@ -355,8 +355,9 @@ export const TEXT_INIT = { embedding: 1, queryKey: 2.4, valueOutput: 1.44, feedF
 /** A text or projector matrix of `shape` = [fan-in, fan-out] with standard deviation gain / sqrt(fan-in). */
 export const scaledWeight = (name: string, shape: readonly [number, number], gain: number, type = GgmlType.F16): Recipe => weight(name, shape, gain / Math.sqrt(shape[0]), type);
 
+/** A random tensor of standard deviation `std`: values written as f16 or f32, or random quantized blocks of another type. */
 export const weight = (name: string, shape: readonly number[], std = 0.02, type = GgmlType.F16): Recipe =>
-  type === GgmlType.F16 ? { name, shape, type, init: { kind: 'random', std } } : { name, shape, type, init: { kind: 'random-blocks', std } };
+  type === GgmlType.F16 || type === GgmlType.F32 ? { name, shape, type, init: { kind: 'random', std } } : { name, shape, type, init: { kind: 'random-blocks', std } };
 export const ones = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 1 } });
 export const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 0 } });
 
