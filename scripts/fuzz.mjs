@@ -3,11 +3,12 @@
  * Seeded fuzzing of what users hand to chain-of-spot: GGUF model files and images.
  *
  *   node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json]
- *                         [--bases model,mmproj,legacy,surgery] [--case-timeout-ms MS] [--save DIR]
+ *                         [--bases model,mmproj,legacy,surgery,qwen25-model,...] [--case-timeout-ms MS] [--save DIR]
  *                         [--outcomes FILE] [--replay S:I] [--verbose]
  *
  * Each case is a mutation of a known-good input (the tiny LLaVA pair, the same mmproj laid out as
- * other GGUF writers lay it out, or small PNG / JPEG / GIF / WebP images), made from the seed and the
+ * other GGUF writers lay it out, the tiny Qwen2.5-VL, Qwen3-VL, InternVL and Gemma 3 pairs, or
+ * small PNG / JPEG / GIF / WebP images), made from the seed and the
  * case index alone, so `--replay S:I` (or
  * `--seed S --start I --cases 1`) reproduces it. The cases run in a CHILD process that loads each
  * input through the public API and, when it loads, uses it (a model: tokenize, a session,
@@ -23,7 +24,7 @@
  * mutated dimensions do not turn every case into a slow large decode), `prepareOriginal` and the
  * projector on the result.
  *
- * `--bases` limits GGUF cases to some of the files they mutate (default all four; see ggufBases):
+ * `--bases` limits GGUF cases to some of the files they mutate (default all of them; see ggufBases):
  * the choice changes which case a seed and index make, so a replay names it too.
  *
  * `--crash-at I` makes the child abort() on case I: a self-test of the crash detection.
@@ -75,7 +76,7 @@ function parseArgs(argv) {
       args.cases = 1;
       args.verbose = true;
     } else if (a === '--help' || a === '-h') {
-      console.log('usage: node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json] [--bases model,mmproj,legacy,surgery] [--case-timeout-ms MS] [--save DIR] [--outcomes FILE] [--replay S:I] [--verbose] [--crash-at I]');
+      console.log('usage: node scripts/fuzz.mjs --kind gguf|image [--seed S] [--cases N] [--start I] [--precheck] [--json] [--bases model,mmproj,legacy,surgery,qwen25-model,...] [--case-timeout-ms MS] [--save DIR] [--outcomes FILE] [--replay S:I] [--verbose] [--crash-at I]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -142,10 +143,20 @@ function interestingInteger(r, original, width, fileSize) {
 
 // --- GGUF cases ----------------------------------------------------------------------------------
 
+/** The other families' tiny pairs: their text models and projectors are bases too (`qwen25-model`, `qwen25-mmproj`...). */
+const FAMILY_PAIRS = [
+  ['qwen25', 'models/tiny-qwen-vl.js', 'ensureTinyQwen25Vl'],
+  ['qwen3', 'models/tiny-qwen-vl.js', 'ensureTinyQwen3Vl'],
+  ['internvl', 'models/tiny-internvl.js', 'ensureTinyInternVl'],
+  ['gemma3', 'models/tiny-gemma3.js', 'ensureTinyGemma3'],
+];
+
 /**
- * The files GGUF cases mutate: the tiny pair as our writer lays it out (`model`, `mmproj`), and the
- * mmproj as llama.cpp's legacy converter (`legacy`) and LLaVA-1.6's surgery (`surgery`) lay it out:
- * other key sets and order, other tensor order, another alignment (test/unit/gguf-cases.ts).
+ * The files GGUF cases mutate: the tiny LLaVA pair as our writer lays it out (`model`, `mmproj`),
+ * its mmproj as llama.cpp's legacy converter (`legacy`) and LLaVA-1.6's surgery (`surgery`) lay it
+ * out (other key sets and order, other tensor order, another alignment: test/unit/gguf-cases.ts),
+ * and each other family's tiny pair (FAMILY_PAIRS). `pairs` names the text model each projector
+ * base loads with: its own family's, so that its width fits and the projector reaches llama.cpp.
  */
 async function ggufBases() {
   const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
@@ -153,12 +164,19 @@ async function ggufBases() {
   const { FOREIGN_LAYOUTS, writeForeignMmproj } = require(path.join(DIST, '..', 'test', 'unit', 'gguf-cases.js'));
   const files = await ensureTinyLlava(MODEL_CACHE, TINY_LLAVA_FAST);
   const sources = [['model', await readFile(files.model)], ['mmproj', await readFile(files.mmproj)]];
+  const textModels = { mmproj: files.model };
+  for (const [family, module, ensure] of FAMILY_PAIRS) {
+    const pair = await require(path.join(DIST, module))[ensure](MODEL_CACHE);
+    sources.push([`${family}-model`, await readFile(pair.model)], [`${family}-mmproj`, await readFile(pair.mmproj)]);
+    textModels[`${family}-mmproj`] = pair.model;
+  }
   const scratch = await mkdtemp(path.join(tmpdir(), 'cos-fuzz-bases-'));
   try {
     for (const layout of FOREIGN_LAYOUTS) {
       const file = path.join(scratch, `${layout}.gguf`);
       await writeForeignMmproj(files.mmproj, file, layout);
       sources.push([layout, await readFile(file)]);
+      textModels[layout] = files.model;
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -169,11 +187,14 @@ async function ggufBases() {
     const { headerBytes, dataOffset, alignment } = parseGgufHeader(bytes, { fileSize: bytes.length, complete: true, maxHeaderBytes: bytes.length });
     bases[name] = { name, bytes, fields, headerEnd: headerBytes, dataOffset, alignment };
   }
-  return { bases, pair: files };
+  return { bases, textModels };
 }
 
 /** How often each base is mutated. */
-const GGUF_BASE_WEIGHTS = [[5, 'model'], [2, 'mmproj'], [1.5, 'legacy'], [1.5, 'surgery']];
+const GGUF_BASE_WEIGHTS = [
+  [5, 'model'], [2, 'mmproj'], [1.5, 'legacy'], [1.5, 'surgery'],
+  ...FAMILY_PAIRS.flatMap(([family]) => [[1, `${family}-model`], [1, `${family}-mmproj`]]),
+];
 
 /** One mutation of a GGUF base, as a list of byte operations (what a case is). */
 function ggufMutation(r, base) {
@@ -475,6 +496,9 @@ async function childMain() {
   const work = process.env.COS_FUZZ_WORK;
   let bases;
   let goodModel;
+  /** For GGUF cases: the text model each projector base loads with, loaded once each. */
+  let textModels;
+  const loadedTextModels = new Map();
   let goodProjector;
   let session;
   let counter = 0;
@@ -482,9 +506,7 @@ async function childMain() {
   const setUp = async (kind) => {
     if (bases) return;
     if (kind === 'gguf') {
-      const loaded = await ggufBases();
-      bases = loaded.bases;
-      goodModel = await Model.load(loaded.pair.model);
+      ({ bases, textModels } = await ggufBases());
     } else {
       bases = await imageBases();
       const { ensureTinyLlava, TINY_LLAVA_FAST } = require(path.join(DIST, 'models/tiny-model.js'));
@@ -506,10 +528,16 @@ async function childMain() {
     }
   };
 
-  const useProjector = async (projector) => {
+  const textModelFor = async (base) => {
+    const file = textModels[base];
+    if (!loadedTextModels.has(file)) loadedTextModels.set(file, await Model.load(file));
+    return loadedTextModels.get(file);
+  };
+
+  const useProjector = async (projector, model) => {
     const size = projector.info.imageSize;
     if (!projector.info.supportsVision || size <= 0 || size > 1024) return;
-    const s = await goodModel.createSession({ contextSize: Math.max(64, projector.info.tokensPerImage + 16), threads: 1 });
+    const s = await model.createSession({ contextSize: Math.max(64, projector.info.tokensPerImage + 16), threads: 1 });
     try {
       const pixels = new Uint8Array(size * size * 3).fill(128);
       await s.evaluateImage(projector, { data: pixels, width: size, height: size });
@@ -525,7 +553,7 @@ async function childMain() {
       const file = path.join(work, `case-${counter++}.gguf`);
       await writeFile(file, applyOps(base.bytes, c.ops));
       try {
-        if (c.base === 'model') {
+        if (c.base.endsWith('model')) {
           if (precheck) await checkGguf(file, 'text-model');
           const model = await Model.load(file);
           try {
@@ -535,9 +563,10 @@ async function childMain() {
           }
         } else {
           if (precheck) await checkGguf(file, 'projector');
-          const projector = await goodModel.loadProjector(file, { threads: 1 });
+          const model = await textModelFor(c.base);
+          const projector = await model.loadProjector(file, { threads: 1 });
           try {
-            await useProjector(projector);
+            await useProjector(projector, model);
           } finally {
             await projector.dispose();
           }
@@ -558,6 +587,7 @@ async function childMain() {
     if (message.type === 'quit') {
       await session?.dispose();
       await goodModel?.dispose();
+      for (const model of loadedTextModels.values()) await model.dispose();
       process.exit(0);
     }
     const c = message.case;

@@ -46,9 +46,9 @@ function report(summary: FuzzSummary): string {
 }
 
 describe('Fuzzing (short runs of scripts/fuzz.mjs)', () => {
-  it('500 mutated GGUF files: each loads or is rejected with ERR_MODEL_LOAD / ERR_PROJECTOR_LOAD; no crash', async function () {
+  it('500 mutated GGUF files of the LLaVA pair: each loads or is rejected with ERR_MODEL_LOAD / ERR_PROJECTOR_LOAD; no crash', async function () {
     this.timeout(170_000);
-    const { summary, code } = await fuzz(['--kind', 'gguf', '--seed', '1', '--cases', '500'], 160_000);
+    const { summary, code } = await fuzz(['--kind', 'gguf', '--seed', '1', '--cases', '500', '--bases', 'model,mmproj,legacy,surgery'], 160_000);
     assert.equal(summary.crashes + summary.hangs + summary.badErrors, 0, report(summary));
     assert.equal(code, 0);
     assert.equal(summary.ok + summary.rejected, 500);
@@ -71,6 +71,19 @@ describe('Fuzzing (short runs of scripts/fuzz.mjs)', () => {
     assert.deepEqual(Object.keys(summary.codes), ['ERR_PROJECTOR_LOAD']);
     assert.ok(summary.ok > 20 && summary.rejected > 100, `${summary.ok} ok, ${summary.rejected} rejected`);
     console.log(`      other layouts: ${summary.ok} ok, ${summary.rejected} rejected, ${summary.crashes} crashes in ${summary.seconds} s`);
+  });
+
+  it("400 mutations of the other families' tiny pairs (Qwen2.5-VL, Qwen3-VL, InternVL, Gemma 3): no crash", async function () {
+    this.timeout(170_000);
+    const bases = ['qwen25', 'qwen3', 'internvl', 'gemma3'].flatMap((family) => [`${family}-model`, `${family}-mmproj`]);
+    const { summary, code } = await fuzz(['--kind', 'gguf', '--seed', '3', '--cases', '400', '--bases', bases.join(',')], 160_000);
+    assert.equal(summary.crashes + summary.hangs + summary.badErrors, 0, report(summary));
+    assert.equal(code, 0);
+    for (const base of bases) {
+      const tally = summary.bases[base];
+      assert.ok(tally && tally.ok > 3 && tally.rejected > 10, `${base}: ${JSON.stringify(tally)}`);
+    }
+    console.log(`      families: ${summary.ok} ok, ${summary.rejected} rejected, ${summary.crashes} crashes in ${summary.seconds} s`);
   });
 
   it('100 mutated images: each is answered or rejected with ERR_IMAGE; no crash', async function () {
