@@ -383,7 +383,7 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   for (const key of ['clip.has_audio_encoder', 'clip.has_gen_audio_encoder']) {
     const entry = parsed.entries.get(key);
     if (entry?.type === GgufType.BOOL && entry.value === true) {
-      throw new GgufFormatError(`it has an audio encoder ('${key}' is true), which a LLaVA-1.5 projector has not and chain-of-spot does not check: pass the mmproj file of a LLaVA-1.5 model`);
+      throw new GgufFormatError(`it has an audio encoder ('${key}' is true), which chain-of-spot does not check: pass the mmproj file of a vision model of a family it runs (README, "Model families")`);
     }
   }
   // clip.cpp reads the vision key when the general one is absent or empty.
@@ -426,9 +426,10 @@ function checkProjector(parsed: ParsedGgufHeader): { type: string; outputWidth: 
   // A `mlp` file with an `mm.3.weight` is built as `mlp_norm` (clip.cpp's Yi hack).
   const effective = type === 'mlp' && tensors.has('mm.3.weight') ? 'mlp_norm' : type;
   if (effective !== 'mlp' && effective !== 'mlp_norm') {
+    const known = ['mlp', 'mlp_norm', ...QWEN_VL_PROJECTOR_TYPES, ...INTERNVL_PROJECTOR_TYPES, GEMMA3_PROJECTOR_TYPE].map((name) => `'${name}'`).join(', ');
     throw new GgufFormatError(
-      `its projector type '${type}' is not a LLaVA-1.5-style projector ('mlp' or 'mlp_norm'), the kind chain-of-spot runs and checks: ` +
-        'pass the mmproj file of a LLaVA-1.5 model',
+      `its projector type '${type}' is none chain-of-spot runs and checks (${known}: LLaVA-1.5, Qwen2.5-VL, Qwen3-VL, InternVL, Gemma 3): ` +
+        'pass the mmproj file of one of these models',
     );
   }
   const inputWidth = checkEncoderTensors(parsed, tensors, encoder);

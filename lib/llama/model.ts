@@ -1,5 +1,5 @@
 /**
- * A text model (the LLaVA-1.5 language model, a GGUF file) loaded by llama.cpp.
+ * A text model (the language model of a vision-language pair, a GGUF file) loaded by llama.cpp.
  */
 import { binding } from '../native/loader';
 import { callerStack, rethrowWithCallerStack } from '../common/errors';

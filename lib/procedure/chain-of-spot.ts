@@ -172,7 +172,8 @@ export class ChainOfSpot implements ChainOfSpotLike {
   }
 
   /**
-   * The plain LLaVA-1.5 answer in one turn (`USER: <image>\n{question} ASSISTANT:`), what
+   * The plain answer in one turn (LLaVA-1.5: `USER: <image>\n{question} ASSISTANT:`; the other
+   * families: the image and the question in one user message of their template), what
    * Chain-of-Spot is compared against. Shares the image prefix with {@link ask}. In reference mode
    * the image is read without its EXIF orientation, as LLaVA's `model_vqa_loader.py` reads it.
    */

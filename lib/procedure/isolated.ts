@@ -218,7 +218,7 @@ export class IsolatedChainOfSpot implements ChainOfSpotLike {
     return this.#question('ask', image, question, options) as Promise<AskResult>;
   }
 
-  /** As {@link ChainOfSpot.baseline}, in the child: one plain LLaVA-1.5 turn. */
+  /** As {@link ChainOfSpot.baseline}, in the child: one plain turn. */
   baseline(image: ImageInput | OpenedImage, question: string, options?: BaselineOptions): Promise<BaselineResult> {
     return this.#question('baseline', image, question, options) as Promise<BaselineResult>;
   }

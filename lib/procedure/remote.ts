@@ -218,7 +218,7 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
     return this.#run(this.#askConfig(question, options), (host, config) => askChainOfSpot(host, image, config));
   }
 
-  /** As {@link ChainOfSpot.baseline}, on the server: one plain LLaVA-1.5 turn. */
+  /** As {@link ChainOfSpot.baseline}, on the server: one plain turn. */
   baseline(image: ImageInput | OpenedImage, question: string, options?: BaselineOptions): Promise<RemoteBaselineResult> {
     return this.#run(this.#askConfig(question, options), (host, config) => askBaseline(host, image, config));
   }

@@ -190,7 +190,7 @@ export interface AskResult<Turn extends TurnResult = TurnResult> {
 /** Options of {@link ChainOfSpot.baseline}. */
 export type BaselineOptions = Pick<AskOptions, 'maxTokens' | 'signal' | 'onText' | 'reference'>;
 
-/** What {@link ChainOfSpot.baseline} found: one plain LLaVA-1.5 turn. */
+/** What {@link ChainOfSpot.baseline} found: one plain turn. */
 export interface BaselineResult<Turn extends TurnResult = TurnResult> {
   answer: string;
   turn: Turn;

@@ -277,7 +277,7 @@ describe('checkGguf', () => {
     const cases: [what: string, layout: BaseName, edit: (b: Base) => Buffer, message: RegExp][] = [
       ['a bias without its weight (v.pre_ln.weight renamed)', 'mmproj', (b) => renameTensor(b, 'v.pre_ln.weight', 'W'), /it has tensor 'v.pre_ln.bias' but no 'v.pre_ln.weight'.*renamed or lost/],
       ['a gate bias without the gate', 'surgery', (b) => renameTensor(b, 'v.blk.1.ffn_down.bias', 'gate', 'v.blk.1.ffn_'.length), /'v.blk.1.ffn_gate.bias' but no 'v.blk.1.ffn_gate.weight'/],
-      ['a projector type this check has no rules for', 'legacy', (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.projector_type').offset, Buffer.from('ldp')]), /projector type 'ldp' is not a LLaVA-1.5-style projector/],
+      ['a projector type this check has no rules for', 'legacy', (b) => patched(b.bytes, [fieldOf(b, 'value', 'clip.projector_type').offset, Buffer.from('ldp')]), /projector type 'ldp' is none chain-of-spot runs and checks \('mlp', 'mlp_norm', 'qwen2\.5vl_merger', 'qwen3vl_merger', 'internvl', 'gemma3'/],
       // No crash seen (the fixed-size images this package sends are never cut), but a side of 0 or past
       // 46340 overflows clip.cpp's int area arithmetic when a larger image is.
       ['a grid pinpoint of 0', 'surgery', (b) => patched(b.bytes, [fieldOf(b, 'array_item', 'clip.vision.image_grid_pinpoints').offset, u32(0)]), /image_grid_pinpoints' holds 0, not an image side/],
