@@ -18,7 +18,8 @@ import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
 import type { AskResult } from '../../lib/procedure/types';
 import type { IsolatedChainOfSpot, RpcChainOfSpotOptions } from '../../lib/procedure/isolated';
 import { assertExited, resultOf, runScript } from '../support/child';
-import { tinyLlava } from '../support/models';
+import { ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
+import { MODEL_CACHE, tinyLlava } from '../support/models';
 import { FIXTURE_IMAGES } from '../support/paths';
 import { closedPort, rejectsWithCode, startRpcServer as startServer, stopRpcServer, type RpcServer } from '../support/remote';
 
@@ -178,6 +179,20 @@ describe('rpcServers: the layers on two rpc-servers on 127.0.0.1', function () {
       await assert.rejects(ChainOfSpot.load({ ...files, rpcServers: 'a:1' as never }), TypeError);
       await rejectsWithCode(remote.ask(path.join(FIXTURE_IMAGES, 'truncated.jpg'), QUESTION), 'ERR_IMAGE');
     });
+  });
+
+  it('a Qwen3-VL pair with rpcServers: the family is detected in the child and bound here, and it answers as the local instance', async () => {
+    const qwen3 = await ensureTinyQwen3Vl(MODEL_CACHE);
+    const local = await ChainOfSpot.load({ ...qwen3, threads: 1 });
+    const remote = await ChainOfSpot.load({ ...qwen3, threads: 1, rpcServers: servers.map((s) => s.endpoint) });
+    try {
+      assert.equal(remote.family, 'qwen3-vl');
+      const [expected, actual] = [await local.ask(CAT, QUESTION, { maxTokens: 8 }), await remote.ask(CAT, QUESTION, { maxTokens: 8 })];
+      assert.deepEqual(essence(actual), essence(expected));
+      assert.deepEqual(actual.turns[0].images, expected.turns[0].images, "mtmd's grid crosses from the child");
+    } finally {
+      await Promise.all([local.dispose(), remote.dispose()]);
+    }
   });
 
   it('an AbortSignal stops the load with ERR_ABORTED', async () => {
