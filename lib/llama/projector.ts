@@ -36,19 +36,29 @@ export interface ProjectorInfo extends NativeProjectorInfo {
   type: string;
   /** Its `clip.vision.patch_size`, in pixels. */
   patchSize: number;
+  /** The limits on an image's tokens it was loaded with ({@link ProjectorOptions.imageMinTokens}, `imageMaxTokens`), where given. */
+  imageTokens: ImageTokenLimits;
+}
+
+/** Limits on the tokens of one image, where given (mtmd's own otherwise). */
+export interface ImageTokenLimits {
+  readonly min?: number | undefined;
+  readonly max?: number | undefined;
 }
 
 /** The most tokens an image limit may name (mtmd's own limits are far below it). */
 const MAX_IMAGE_TOKENS = 1 << 16;
 
-/** The image token limits, checked; -1 for the model's own. @internal */
-export function imageTokenLimits(min: unknown, max: unknown): { imageMinTokens: number; imageMaxTokens: number } {
-  const imageMinTokens = integerOption(min, 'imageMinTokens', 1, MAX_IMAGE_TOKENS, -1);
-  const imageMaxTokens = integerOption(max, 'imageMaxTokens', 1, MAX_IMAGE_TOKENS, -1);
-  if (imageMinTokens > 0 && imageMaxTokens > 0 && imageMinTokens > imageMaxTokens) {
-    throw new RangeError(`imageMinTokens (${imageMinTokens}) must not exceed imageMaxTokens (${imageMaxTokens})`);
+/** The image token limits, checked. @internal */
+export function imageTokenLimits(min: unknown, max: unknown): ImageTokenLimits {
+  const limits = {
+    min: min === undefined ? undefined : integerOption(min, 'imageMinTokens', 1, MAX_IMAGE_TOKENS, 0),
+    max: max === undefined ? undefined : integerOption(max, 'imageMaxTokens', 1, MAX_IMAGE_TOKENS, 0),
+  };
+  if (limits.min !== undefined && limits.max !== undefined && limits.min > limits.max) {
+    throw new RangeError(`imageMinTokens (${limits.min}) must not exceed imageMaxTokens (${limits.max})`);
   }
-  return { imageMinTokens, imageMaxTokens };
+  return limits;
 }
 
 export class Projector extends NativeResource<NativeProjector> {
@@ -64,11 +74,14 @@ export class Projector extends NativeResource<NativeProjector> {
   static async load(model: Model, path: string, options?: ProjectorOptions): Promise<Projector> {
     requiredString(path, 'path');
     const opts = optionsObject(options);
+    const imageTokens = imageTokenLimits(opts.imageMinTokens, opts.imageMaxTokens);
     const nativeOptions = {
       gpu: booleanOption(opts.gpu, 'gpu', true),
       threads: integerOption(opts.threads, 'threads', 1, 1024, defaultThreads()),
       warmup: true,
-      ...imageTokenLimits(opts.imageMinTokens, opts.imageMaxTokens),
+      // -1: the model's own limit.
+      imageMinTokens: imageTokens.min ?? -1,
+      imageMaxTokens: imageTokens.max ?? -1,
     };
     const signal = signalOption(opts.signal);
     const projector = new Projector(new (binding().Projector)(), model);
@@ -81,7 +94,7 @@ export class Projector extends NativeResource<NativeProjector> {
     // The header check requires both keys of a projector.
     const type = header!.projectorType!;
     const patchSize = Number(header!.metadata.get('clip.vision.patch_size'));
-    projector.#info = { path, type, patchSize, ...projector.native.info() };
+    projector.#info = { path, type, patchSize, imageTokens, ...projector.native.info() };
     return projector;
   }
 

@@ -91,8 +91,7 @@ export class ChainOfSpot implements ChainOfSpotLike {
         const projector = await model.loadProjector(mmprojPath, { gpu: projectorGpu, threads, imageMinTokens, imageMaxTokens, signal });
         const family = bindFamily(model, projector, named);
         assertReferenceApplies(reference, family);
-        const imageTokens = Math.min(family.maxImageTokens, imageMaxTokens ?? Number.POSITIVE_INFINITY);
-        const perQuestion = Math.ceil((2 * imageTokens + 2 * 128 + PROMPT_ROOM) / 256) * 256;
+        const perQuestion = Math.ceil((2 * family.maxImageTokens + 2 * 128 + PROMPT_ROOM) / 256) * 256;
         const contextSize = integerOption(options.contextSize, 'contextSize', 64, 1 << 20, parallel * perQuestion);
         // In parallel, each sequence has its part of the cache: a decode attends over its own cells only.
         const session = await model.createSession({ contextSize, threads, sequences: parallel, unifiedCache: parallel === 1 });

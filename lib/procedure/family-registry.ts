@@ -63,8 +63,8 @@ export function familyFacts(model: Model, projector: Projector): FamilyFacts {
   const { chatTemplate, bos, eos } = model.info;
   // A vocabulary without a BOS or EOS token has the id -1 for it.
   const text = (id: number): string => (id < 0 ? '' : model.detokenize([id], { special: true }));
-  const { imageSize, patchSize, tokensPerImage } = projector.info;
-  return { chatTemplate, tokens: { bos: text(bos), eos: text(eos) }, imageSize, patchSize, tokensPerImage };
+  const { imageSize, patchSize, tokensPerImage, imageTokens } = projector.info;
+  return { chatTemplate, tokens: { bos: text(bos), eos: text(eos) }, imageSize, patchSize, tokensPerImage, imageTokens };
 }
 
 /** The family of a loaded pair (see {@link familyOf}), bound to it. */

@@ -9,6 +9,7 @@
  * file each under families/); LLaVA-1.5, the reference, is families/llava.ts.
  */
 import { ChainOfSpotError } from '../common/errors';
+import type { ImageTokenLimits } from '../llama/projector';
 import type { RgbImage } from '../common/rgb-image';
 import { frameRectToImageFractions, type Frame } from '../image/frame';
 import type { Box, ImageSize, PixelRect } from '../image/geometry';
@@ -30,6 +31,8 @@ export interface FamilyFacts {
   readonly patchSize: number;
   /** Tokens one image of `imageSize` x `imageSize` becomes. */
   readonly tokensPerImage: number;
+  /** The limits on one image's tokens the projector runs under, where they are not its own (imageMinTokens, imageMaxTokens). */
+  readonly imageTokens: ImageTokenLimits;
 }
 
 /** Turn one's answer to the zoomed region. */

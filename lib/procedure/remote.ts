@@ -10,6 +10,7 @@ import type { RgbImage } from '../common/rgb-image';
 import { booleanOption, integerOption, requiredString, signalOption } from '../common/validate';
 import { encodePng, maxPixelsOption, type ImageInput } from '../image/image';
 import { OperationQueue } from '../llama/operation-queue';
+import { imageTokenLimits } from '../llama/projector';
 import { askConfig, promptDefaults, type AskConfig } from './ask-config';
 import { LLAVA_15 } from './families/llava';
 import type { BoundFamily } from './family';
@@ -54,6 +55,13 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
    * (see {@link RemoteChainOfSpot.imageSize}); pass it to skip that request.
    */
   imageSize?: number;
+  /**
+   * For Qwen-VL: the `--image-min-tokens` the server was started with, if any (llama.cpp
+   * recommends 1024 for Qwen-VL's grounding), so that boxes are read in the frame it resizes to.
+   */
+  imageMinTokens?: number;
+  /** For Qwen-VL: the server's `--image-max-tokens`, if any. */
+  imageMaxTokens?: number;
   /** As {@link ChainOfSpotOptions.maxPixels}. */
   maxPixels?: number;
   /** As {@link ChainOfSpotOptions.reference}. */
@@ -100,7 +108,8 @@ interface Server {
  * - a further question on the same image reuses the image's prefix from the same cache;
  * - for Qwen2.5-VL and Qwen3-VL (`family`), the prompts are the chat template's, from the
  *   server's `/props`, the image goes as it is, and the box is read in the frame computed from
- *   mtmd's default resize (llama-server does not report the grid it used).
+ *   mtmd's resize, within the server's token limits (`imageMinTokens`, `imageMaxTokens`: it
+ *   reports neither them nor the grid it used).
  *
  * What differs from the local instance:
  * - the prompt is a string, which llama-server tokenizes with special tokens parsed: a question
@@ -155,6 +164,7 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
     const maxPixels = maxPixelsOption(options.maxPixels);
     const reference = booleanOption(options.reference, 'reference', false);
     const named = familyOption(options.family) ?? 'llava-1.5';
+    const imageTokens = imageTokenLimits(options.imageMinTokens, options.imageMaxTokens);
     if (named !== 'llava-1.5' && REMOTE_PATCH_SIZE[named] === undefined) {
       throw new RangeError(`family ${named} runs locally only (ChainOfSpot.load); connect runs llava-1.5, ${Object.keys(REMOTE_PATCH_SIZE).join(', ')}`);
     }
@@ -172,10 +182,10 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
       let family: BoundFamily;
       if (named === 'llava-1.5') {
         const size = imageSize ?? (await measureImageSize(client, mediaMarker, operation.signal));
-        family = LLAVA_15.bind({ chatTemplate: null, tokens: props.tokens, imageSize: size, patchSize: PATCH_SIZE, tokensPerImage: (size / PATCH_SIZE) ** 2 });
+        family = LLAVA_15.bind({ chatTemplate: null, tokens: props.tokens, imageSize: size, patchSize: PATCH_SIZE, tokensPerImage: (size / PATCH_SIZE) ** 2, imageTokens });
       } else {
         // These encoders choose their own resolution: no fixed image size, no fixed token count.
-        family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: 0, patchSize: REMOTE_PATCH_SIZE[named]!, tokensPerImage: 0 });
+        family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: 0, patchSize: REMOTE_PATCH_SIZE[named]!, tokensPerImage: 0, imageTokens });
       }
       return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, family, maxPixels, defaults, reference);
     } catch (error) {

@@ -15,7 +15,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
-import type { AskResult } from '../../lib/procedure/types';
+import type { AskResult, ChainOfSpotOptions } from '../../lib/procedure/types';
 import { BYTE_TOKEN_BASE, FIRST_NORMAL_ID } from '../../lib/models/tiny-model';
 import type { ConnectOptions, RemoteChainOfSpot } from '../../lib/procedure/remote';
 import { LONE_BYTE_TOKEN, tinyLlavaLoneByte } from '../support/lone-byte-model';
@@ -308,9 +308,10 @@ class LlamaServerProcess {
     });
   }
 
-  static async start(binary: string, files: { model: string; mmproj: string }): Promise<LlamaServerProcess> {
+  static async start(binary: string, files: { model: string; mmproj: string }, extra: readonly string[] = []): Promise<LlamaServerProcess> {
     const port = await closedPort();
     const args = [
+      ...extra,
       '--host', '127.0.0.1', '--port', String(port), '-m', files.model, '--mmproj', files.mmproj, '-c', String(CONTEXT),
       '-b', String(BATCH), '-ub', String(BATCH), '-t', String(THREADS), '-tb', String(THREADS), '-np', '1', '--cache-ram', '0', '--no-webui',
     ];
@@ -494,7 +495,11 @@ describe('ChainOfSpot.connect against llama-server (the pinned source, 127.0.0.1
  * For one describe block: llama-server and the local addon on the same files, and a connection to
  * the server (built, started and loaded before the block, stopped after it).
  */
-function serverAndLocal(files: () => Promise<{ model: string; mmproj: string }>, connect: Omit<ConnectOptions, 'url'> = {}): { server: () => LlamaServerProcess; local: () => ChainOfSpot; remote: () => RemoteChainOfSpot } {
+function serverAndLocal(
+  files: () => Promise<{ model: string; mmproj: string }>,
+  connect: Omit<ConnectOptions, 'url'> = {},
+  both: { serverArgs?: readonly string[]; load?: Omit<ChainOfSpotOptions, 'model' | 'mmproj'> } = {},
+): { server: () => LlamaServerProcess; local: () => ChainOfSpot; remote: () => RemoteChainOfSpot } {
   let server: LlamaServerProcess | undefined;
   let local: ChainOfSpot | undefined;
   let remote: RemoteChainOfSpot | undefined;
@@ -502,8 +507,8 @@ function serverAndLocal(files: () => Promise<{ model: string; mmproj: string }>,
     this.timeout(50 * 60_000);
     const binary = await buildLlamaServer();
     const pair = await files();
-    server = await LlamaServerProcess.start(binary, pair);
-    local = await ChainOfSpot.load({ ...pair, threads: THREADS, contextSize: CONTEXT });
+    server = await LlamaServerProcess.start(binary, pair, both.serverArgs);
+    local = await ChainOfSpot.load({ ...pair, threads: THREADS, contextSize: CONTEXT, ...both.load });
     remote = await ChainOfSpot.connect({ ...connect, url: server.url });
   });
   after(async () => {
@@ -541,6 +546,30 @@ describe('ChainOfSpot.connect against llama-server running a Qwen3-VL model', fu
 
   it('a family that runs locally only: RangeError before any request', async () => {
     await assert.rejects(ChainOfSpot.connect({ url: server().url, family: 'internvl' }), /internvl runs locally only/);
+  });
+});
+
+describe('ChainOfSpot.connect against llama-server running a Qwen3-VL model with --image-min-tokens', function () {
+  this.timeout(120_000);
+  // As llama.cpp recommends for grounding (1024 for real models; 300 here, over each question
+  // image's own 126 to 260, and where this random model writes a box on the image).
+  const MIN_TOKENS = 300;
+  const { local, remote } = serverAndLocal(() => ensureTinyQwen3Vl(MODEL_CACHE), { family: 'qwen3-vl', imageMinTokens: MIN_TOKENS }, { serverArgs: ['--image-min-tokens', String(MIN_TOKENS)], load: { imageMinTokens: MIN_TOKENS } });
+
+  it('reads the box in the frame the server resized to: the region and turn one as the local instance loaded with the same limit', async () => {
+    const sources = [];
+    for (const [image, question] of QUESTIONS) {
+      const options = { maxTokens: 4, roiMaxTokens: 48 };
+      const localResult = await local().ask(image, question, options);
+      // Scaled up to MIN_TOKENS at least: mtmd's grid says so locally.
+      assert.ok(localResult.turns[0].images[0]!.tokens >= MIN_TOKENS, JSON.stringify(localResult.turns[0].images));
+      const [expected, actual] = [essence(localResult), essence(await remote().ask(image, question, options))];
+      const what = `${path.basename(image)}: ${question}`;
+      assert.deepEqual(actual.roi, expected.roi, what);
+      assert.deepEqual(actual.turns[0], expected.turns[0], what);
+      sources.push(expected.roi.source);
+    }
+    assert.ok(sources.includes('model'), `some box is read from the answer: ${sources.join()}`);
   });
 });
 

@@ -10,9 +10,10 @@ import { INTERNVL_TEMPLATE, QWEN25_VL_TEMPLATE, QWEN3_VL_TEMPLATE } from '../../
 import { FAMILIES } from '../../lib/procedure/family-registry';
 import type { RegionSteps } from '../../lib/procedure/family';
 import type { FamilyName, TurnImage } from '../../lib/procedure/types';
+import type { ImageTokenLimits } from '../../lib/llama/projector';
 
-function steps(name: FamilyName, chatTemplate: string, patchSize: number): RegionSteps {
-  const facts = { chatTemplate, tokens: { bos: '', eos: '' }, imageSize: 448, patchSize, tokensPerImage: 256 };
+function steps(name: FamilyName, chatTemplate: string, patchSize: number, imageTokens: ImageTokenLimits = {}): RegionSteps {
+  const facts = { chatTemplate, tokens: { bos: '', eos: '' }, imageSize: 448, patchSize, tokensPerImage: 256, imageTokens };
   return FAMILIES[name].bind(facts).steps(false);
 }
 
@@ -48,6 +49,13 @@ describe('family boxes', () => {
 
     it('without a reported grid (llama-server), the same resize computed: 150 x 100 -> 140 x 112', () => {
       assertBox(qwen.read('{"bbox_2d": [70, 56, 140, 103], "label": "x"}', { width: 150, height: 100 }, undefined).box, { left: 0.5, top: 0.5, right: 1, bottom: 1 });
+    });
+
+    it('without a grid, the resize within the limits the server was given: 196 x 112 at 64 tokens at least is 308 x 196', () => {
+      // 196 x 112 is 7 x 4 = 28 tokens, under 64: scaled by sqrt(64 * 784 / 21952) = 1.512 and
+      // rounded up to 28: 11 x 7 tokens; the image fits by 308 / 196 = 1.571: 308 x 176 from y = 10.
+      const atLeast64 = steps('qwen2.5-vl', QWEN25_VL_TEMPLATE, 14, { min: 64 });
+      assertBox(atLeast64.read('{"bbox_2d": [154, 98, 308, 186], "label": "x"}', { width: 196, height: 112 }, undefined).box, { left: 0.5, top: 0.5, right: 1, bottom: 1 });
     });
 
     it('a small image scaled up to the 8-token minimum: 40 x 30 seen as 4 x 3 tokens (112 x 84)', () => {

@@ -14,7 +14,7 @@ import type { TurnImage } from '../types';
 
 /** Spatial merge of the pinned Qwen-VL projectors (2 x 2 patches per token). */
 const MERGE = 2;
-/** The pinned clip.cpp's limits on a Qwen-VL image, in tokens. */
+/** The pinned clip.cpp's limits on a Qwen-VL image, in tokens (imageMinTokens / imageMaxTokens change them). */
 const MIN_TOKENS = 8;
 const MAX_TOKENS = 4096;
 
@@ -41,7 +41,8 @@ export function readBbox2d(text: string): [number, number, number, number] | nul
 function qwenFrame(image: ImageSize, seen: TurnImage | undefined, facts: FamilyFacts): Frame {
   const unit = facts.patchSize * MERGE;
   const grid = seen?.grid;
-  const size = grid ? { width: grid.width * unit, height: grid.height * unit } : alignedSize(image, unit, MIN_TOKENS * unit * unit, MAX_TOKENS * unit * unit);
+  const { min = MIN_TOKENS, max = MAX_TOKENS } = facts.imageTokens;
+  const size = grid ? { width: grid.width * unit, height: grid.height * unit } : alignedSize(image, unit, min * unit * unit, max * unit * unit);
   return letterbox(image, size);
 }
 
@@ -56,7 +57,7 @@ const shared = {
   frame: qwenFrame,
   // The region gets the area the whole image was seen at, so about as many tokens.
   zoomPixels: (frame: Frame) => (frame.content.right - frame.content.left) * (frame.content.bottom - frame.content.top),
-  maxImageTokens: () => MAX_TOKENS,
+  maxImageTokens: (facts: FamilyFacts) => facts.imageTokens.max ?? MAX_TOKENS,
 };
 
 const QWEN25_BOX: BoxConvention = {
