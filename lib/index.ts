@@ -33,7 +33,7 @@ export {
 export { IsolatedChainOfSpot, type RpcChainOfSpotOptions } from './procedure/isolated';
 export { ChainOfSpotError, type ErrorCode } from './common/errors';
 export { Model, type ModelInfo, type ModelLoadOptions, type TokenizeOptions } from './llama/model';
-export { Projector, type ProjectorInfo, type ProjectorOptions } from './llama/projector';
+export { Projector, type ImageTokenLimits, type ProjectorInfo, type ProjectorOptions } from './llama/projector';
 export {
   Session,
   type EvaluateOptions,
