@@ -21,8 +21,6 @@
  *   (`mm.input_projection.weight`, stored text width first).
  * May import: ./tiny-model (the vocabulary and weight recipes), ./chat-templates, ../gguf.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
 import { gguf, type GgufContent } from '../gguf/writer';
@@ -34,13 +32,13 @@ import {
   FINGERPRINT_KEY,
   TEXT_INIT,
   TokenType,
-  hasFingerprint,
+  ensurePair,
   materialize,
   ones,
   scaledWeight,
   tinyVocab,
   weight,
-  writeAtomically,
+  pairPaths,
   zeros,
   type Recipe,
   type TinyLlavaFiles,
@@ -301,7 +299,7 @@ function mmprojContent(spec: TinyGemma3Spec, seed: number): GgufContent {
 
 /** The paths a pair with this spec has in `dir`. */
 export function tinyGemma3Paths(dir: string, spec: TinyGemma3Spec = TINY_GEMMA3): TinyLlavaFiles {
-  return { model: join(dir, `${spec.name}.gguf`), mmproj: join(dir, `${spec.name}-mmproj.gguf`) };
+  return pairPaths(dir, spec.name);
 }
 
 /**
@@ -312,12 +310,5 @@ export function tinyGemma3Paths(dir: string, spec: TinyGemma3Spec = TINY_GEMMA3)
 export async function ensureTinyGemma3(dir: string, seed: number = DEFAULT_SEED): Promise<TinyLlavaFiles> {
   const spec = TINY_GEMMA3;
   checkSpec(spec, seed);
-  const files = tinyGemma3Paths(dir, spec);
-  const expected = fingerprint(spec, seed);
-  const [modelOk, mmprojOk] = await Promise.all([hasFingerprint(files.model, expected), hasFingerprint(files.mmproj, expected)]);
-  if (modelOk && mmprojOk) return files;
-  await mkdir(dir, { recursive: true });
-  await writeAtomically(files.model, textModelContent(spec, seed));
-  await writeAtomically(files.mmproj, mmprojContent(spec, seed));
-  return files;
+  return ensurePair(dir, spec.name, fingerprint(spec, seed), { model: () => textModelContent(spec, seed), mmproj: () => mmprojContent(spec, seed) });
 }

@@ -17,8 +17,6 @@
  * and adds the whole image as a last tile; each tile is `(imageSize / P / scaleFactor)^2` tokens.
  * May import: ./tiny-model (the shared weight recipes), ./tiny-bpe-vocab, ./chat-templates, ../gguf.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
 import { gguf, type GgufContent } from '../gguf/writer';
@@ -29,12 +27,12 @@ import {
   FILE_TYPE_MOSTLY_F16,
   FINGERPRINT_KEY,
   TEXT_INIT,
-  hasFingerprint,
+  ensurePair,
   materialize,
   ones,
   scaledWeight,
   weight,
-  writeAtomically,
+  pairPaths,
   zeros,
   type Recipe,
   type TinyLlavaFiles,
@@ -259,7 +257,7 @@ function mmprojContent(spec: TinyInternVlSpec, seed: number): GgufContent {
 
 /** The paths a pair with this spec has in `dir`. */
 export function tinyInternVlPaths(dir: string, spec: TinyInternVlSpec = TINY_INTERNVL): TinyLlavaFiles {
-  return { model: join(dir, `${spec.name}.gguf`), mmproj: join(dir, `${spec.name}-mmproj.gguf`) };
+  return pairPaths(dir, spec.name);
 }
 
 /**
@@ -270,12 +268,5 @@ export function tinyInternVlPaths(dir: string, spec: TinyInternVlSpec = TINY_INT
 export async function ensureTinyInternVl(dir: string, seed: number = DEFAULT_SEED): Promise<TinyLlavaFiles> {
   const spec = TINY_INTERNVL;
   checkSpec(spec, seed);
-  const files = tinyInternVlPaths(dir, spec);
-  const expected = fingerprint(spec, seed);
-  const [modelOk, mmprojOk] = await Promise.all([hasFingerprint(files.model, expected), hasFingerprint(files.mmproj, expected)]);
-  if (modelOk && mmprojOk) return files;
-  await mkdir(dir, { recursive: true });
-  await writeAtomically(files.model, textModelContent(spec, seed));
-  await writeAtomically(files.mmproj, mmprojContent(spec, seed));
-  return files;
+  return ensurePair(dir, spec.name, fingerprint(spec, seed), { model: () => textModelContent(spec, seed), mmproj: () => mmprojContent(spec, seed) });
 }

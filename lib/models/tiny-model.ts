@@ -582,9 +582,33 @@ export async function writeAtomically(path: string, content: GgufContent): Promi
   }
 }
 
+/** The paths of the pair named `name` in `dir`: `<name>.gguf` and `<name>-mmproj.gguf`. */
+export function pairPaths(dir: string, name: string): TinyLlavaFiles {
+  return { model: join(dir, `${name}.gguf`), mmproj: join(dir, `${name}-mmproj.gguf`) };
+}
+
 /** The paths a pair with this spec has in `dir`. */
 export function tinyLlavaPaths(dir: string, spec: TinyModelSpec = TINY_LLAVA): TinyLlavaFiles {
-  return { model: join(dir, `${spec.name}.gguf`), mmproj: join(dir, `${spec.name}-mmproj.gguf`) };
+  return pairPaths(dir, spec.name);
+}
+
+/** Writes a pair's two files into `dir` (created if needed). */
+export async function writePair(dir: string, name: string, content: { model: () => GgufContent; mmproj: () => GgufContent }): Promise<TinyLlavaFiles> {
+  const files = pairPaths(dir, name);
+  await mkdir(dir, { recursive: true });
+  await writeAtomically(files.model, content.model());
+  await writeAtomically(files.mmproj, content.mmproj());
+  return files;
+}
+
+/**
+ * {@link writePair}, unless both files there already record `expected` (the fingerprint of their
+ * generator version, spec and seed), so test suites pay the generation cost once.
+ */
+export async function ensurePair(dir: string, name: string, expected: string, content: { model: () => GgufContent; mmproj: () => GgufContent }): Promise<TinyLlavaFiles> {
+  const files = pairPaths(dir, name);
+  const [modelOk, mmprojOk] = await Promise.all([hasFingerprint(files.model, expected), hasFingerprint(files.mmproj, expected)]);
+  return modelOk && mmprojOk ? files : writePair(dir, name, content);
 }
 
 /**
@@ -592,13 +616,7 @@ export function tinyLlavaPaths(dir: string, spec: TinyModelSpec = TINY_LLAVA): T
  * `<name>-mmproj.gguf`. The same spec and seed always give byte-identical files.
  */
 export async function writeTinyLlava(dir: string, spec: TinyModelSpec = TINY_LLAVA, seed: number = DEFAULT_SEED): Promise<TinyLlavaFiles> {
-  const files = tinyLlavaPaths(dir, spec);
-  const text = textModelContent(spec, seed);
-  const mmproj = mmprojContent(spec, seed);
-  await mkdir(dir, { recursive: true });
-  await writeAtomically(files.model, text);
-  await writeAtomically(files.mmproj, mmproj);
-  return files;
+  return writePair(dir, spec.name, { model: () => textModelContent(spec, seed), mmproj: () => mmprojContent(spec, seed) });
 }
 
 /** Whether the file at `path` records fingerprint `expected` under {@link FINGERPRINT_KEY}. */
@@ -617,8 +635,5 @@ export async function hasFingerprint(path: string, expected: string): Promise<bo
  */
 export async function ensureTinyLlava(dir: string, spec: TinyModelSpec = TINY_LLAVA, seed: number = DEFAULT_SEED): Promise<TinyLlavaFiles> {
   checkSpec(spec, seed);
-  const files = tinyLlavaPaths(dir, spec);
-  const expected = fingerprint(spec, seed);
-  const [modelOk, mmprojOk] = await Promise.all([hasFingerprint(files.model, expected), hasFingerprint(files.mmproj, expected)]);
-  return modelOk && mmprojOk ? files : writeTinyLlava(dir, spec, seed);
+  return ensurePair(dir, spec.name, fingerprint(spec, seed), { model: () => textModelContent(spec, seed), mmproj: () => mmprojContent(spec, seed) });
 }

@@ -19,8 +19,6 @@
  *   outputs (`qwen3vl.n_deepstack_layers`).
  * May import: ./tiny-model (the shared weight recipes), ./tiny-bpe-vocab, ./chat-templates, ../gguf.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
 import { gguf, type GgufContent } from '../gguf/writer';
@@ -33,12 +31,12 @@ import {
   FILE_TYPE_MOSTLY_F16,
   FINGERPRINT_KEY,
   TEXT_INIT,
-  hasFingerprint,
+  ensurePair,
   materialize,
   ones,
   scaledWeight,
   weight,
-  writeAtomically,
+  pairPaths,
   zeros,
   type Recipe,
   type TinyLlavaFiles,
@@ -308,7 +306,7 @@ function mmprojContent(spec: TinyQwenVlSpec, seed: number): GgufContent {
 
 /** The paths a pair with this spec has in `dir`. */
 export function tinyQwenVlPaths(dir: string, spec: TinyQwenVlSpec): TinyLlavaFiles {
-  return { model: join(dir, `${spec.name}.gguf`), mmproj: join(dir, `${spec.name}-mmproj.gguf`) };
+  return pairPaths(dir, spec.name);
 }
 
 /**
@@ -317,14 +315,7 @@ export function tinyQwenVlPaths(dir: string, spec: TinyQwenVlSpec): TinyLlavaFil
  */
 export async function ensureTinyQwenVl(dir: string, spec: TinyQwenVlSpec, seed: number = DEFAULT_SEED): Promise<TinyLlavaFiles> {
   checkSpec(spec, seed);
-  const files = tinyQwenVlPaths(dir, spec);
-  const expected = fingerprint(spec, seed);
-  const [modelOk, mmprojOk] = await Promise.all([hasFingerprint(files.model, expected), hasFingerprint(files.mmproj, expected)]);
-  if (modelOk && mmprojOk) return files;
-  await mkdir(dir, { recursive: true });
-  await writeAtomically(files.model, textModelContent(spec, seed));
-  await writeAtomically(files.mmproj, mmprojContent(spec, seed));
-  return files;
+  return ensurePair(dir, spec.name, fingerprint(spec, seed), { model: () => textModelContent(spec, seed), mmproj: () => mmprojContent(spec, seed) });
 }
 
 /** {@link ensureTinyQwenVl} for {@link TINY_QWEN25_VL}. */

@@ -16,7 +16,8 @@ import path from 'node:path';
 import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
 import { ggufFields, parseGgufHeader, readGgufHeader, type GgufField } from '../../lib/gguf/reader';
 import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
-import type { GgufRole } from '../../lib/gguf/check';
+import { ChainOfSpotError } from '../../lib/common/errors';
+import { checkGguf, type GgufRole } from '../../lib/gguf/check';
 
 /** A file to mutate: its bytes and where its header fields are. */
 export interface Base {
@@ -72,6 +73,33 @@ export function nameAt(lengthField: GgufField): number {
 /** `bytes` with one byte of tensor `name`'s name changed to `to` (at `index`, default its last). */
 export function renameTensor(b: Base, name: string, to: string, index = name.length - 1): Buffer {
   return patched(b.bytes, [nameAt(fieldOf(b, 'tensor_name_length', name)) + index, Buffer.from(to, 'latin1')]);
+}
+
+/** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */
+export function swapDims(b: Base, name: string): Buffer {
+  const [first, second] = b.fields.filter((f) => f.kind === 'dim' && f.owner === name);
+  assert.ok(first && second, `${name} has two dimensions`);
+  return patched(b.bytes, [first.offset, u64(b.bytes.readBigUInt64LE(second.offset))], [second.offset, u64(b.bytes.readBigUInt64LE(first.offset))]);
+}
+
+/** `b` with one letter of key `key` changed (its last), so that the key is gone. */
+export function renameKey(b: Base, key: string): Buffer {
+  return patched(b.bytes, [nameAt(fieldOf(b, 'key_length', key)) + key.length - 1, Buffer.from('#')]);
+}
+
+/** `b` with u32 key `key` holding `value`. */
+export function setU32(b: Base, key: string, value: number): Buffer {
+  return patched(b.bytes, [fieldOf(b, 'value', key).offset, u32(value)]);
+}
+
+/** Asserts that checking `file` as `role` rejects with a ChainOfSpotError of `code` whose message matches `pattern`. */
+export async function rejectsWithCode(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
+  await assert.rejects(checkGguf(file, role), (error: unknown) => {
+    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    assert.match(error.message, pattern);
+    return true;
+  });
 }
 
 /**

@@ -9,39 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { checkGguf, type GgufRole } from '../../lib/gguf/check';
+import { checkGguf } from '../../lib/gguf/check';
 import { GgmlType, type GgufValue } from '../../lib/gguf/format';
 import { readGgufHeader } from '../../lib/gguf/reader';
 import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
-
-async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(checkGguf(file, role), (error: unknown) => {
-    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
-
-/** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */
-function swapDims(b: Base, name: string): Buffer {
-  const [first, second] = b.fields.filter((f) => f.kind === 'dim' && f.owner === name);
-  assert.ok(first && second, `${name} has two dimensions`);
-  return patched(b.bytes, [first.offset, u64(b.bytes.readBigUInt64LE(second.offset))], [second.offset, u64(b.bytes.readBigUInt64LE(first.offset))]);
-}
-
-/** `b` with one letter of key `key` changed (its last), so that the key is gone. */
-function renameKey(b: Base, key: string): Buffer {
-  return patched(b.bytes, [nameAt(fieldOf(b, 'key_length', key)) + key.length - 1, Buffer.from('#')]);
-}
-
-/** `b` with u32 key `key` holding `value`. */
-function setU32(b: Base, key: string, value: number): Buffer {
-  return patched(b.bytes, [fieldOf(b, 'value', key).offset, u32(value)]);
-}
+import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 /** `b` rewritten with the keys of `set` (replaced where present, else added) and `extra` tensors (0.01 each). */
 async function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [name: string, shape: number[]][] = []): Promise<Buffer> {
@@ -101,11 +75,11 @@ describe('checkGguf on Gemma 3 files', () => {
       // f16 and bf16 are both 2 bytes: the type field alone changes (verified to run in llama.cpp).
       const bf16 = patched(mmproj.bytes, [fieldOf(mmproj, 'tensor_type', 'mm.input_projection.weight').offset, u32(GgmlType.BF16)]);
       assert.equal((await checkGguf(await write(bf16), 'projector')).projectorType, 'gemma3');
-      await rejects(await write(await retyped(mmproj, 'mm.input_projection.weight', GgmlType.Q8_0)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'mm.input_projection.weight' is q8_0; Gemma 3 transposes its input projection/);
+      await rejectsWithCode(await write(await retyped(mmproj, 'mm.input_projection.weight', GgmlType.Q8_0)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'mm.input_projection.weight' is q8_0; Gemma 3 transposes its input projection/);
     });
 
     it('a position embedding in f16 is refused (added as it is, in f32 only: scripts/fuzz.mjs found it abort)', async () => {
-      await rejects(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
+      await rejectsWithCode(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
     });
 
     it('passes what clip.cpp runs: a pooling kernel of 2 (8 x 8 tokens), no position embedding', async () => {
@@ -148,7 +122,7 @@ describe('checkGguf on Gemma 3 files', () => {
     ];
     for (const [what, edit, message] of cases) {
       it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
-        await rejects(await write(await edit(mmproj)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+        await rejectsWithCode(await write(await edit(mmproj)), 'projector', 'ERR_PROJECTOR_LOAD', message);
       });
     }
   });
@@ -217,7 +191,7 @@ describe('checkGguf on Gemma 3 files', () => {
     ];
     for (const [what, edit, message] of cases) {
       it(`${what}: ERR_MODEL_LOAD`, async () => {
-        await rejects(await write(await edit(text)), 'text-model', 'ERR_MODEL_LOAD', message);
+        await rejectsWithCode(await write(await edit(text)), 'text-model', 'ERR_MODEL_LOAD', message);
       });
     }
   });

@@ -9,39 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { checkGguf, type GgufRole } from '../../lib/gguf/check';
+import { checkGguf } from '../../lib/gguf/check';
 import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
 import { readGgufHeader } from '../../lib/gguf/reader';
 import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
-
-async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(checkGguf(file, role), (error: unknown) => {
-    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
-
-/** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */
-function swapDims(b: Base, name: string): Buffer {
-  const [first, second] = b.fields.filter((f) => f.kind === 'dim' && f.owner === name);
-  assert.ok(first && second, `${name} has two dimensions`);
-  return patched(b.bytes, [first.offset, u64(b.bytes.readBigUInt64LE(second.offset))], [second.offset, u64(b.bytes.readBigUInt64LE(first.offset))]);
-}
-
-/** `b` with one letter of key `key` changed (its last), so that the key is gone. */
-function renameKey(b: Base, key: string): Buffer {
-  return patched(b.bytes, [nameAt(fieldOf(b, 'key_length', key)) + key.length - 1, Buffer.from('#')]);
-}
-
-/** `b` with key `key`'s u32 value set to `value`. */
-function setU32(b: Base, key: string, value: number): Buffer {
-  return patched(b.bytes, [fieldOf(b, 'value', key).offset, u32(value)]);
-}
+import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 /** An f32 tensor of `shape`, all `value`. */
 function constant(name: string, shape: readonly number[], value: number): GgufTensor {
@@ -127,7 +101,7 @@ describe('checkGguf on InternVL projectors', () => {
   ];
   for (const [what, edit, message] of edits) {
     it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
-      await rejects(await write(edit(mmproj)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      await rejectsWithCode(await write(edit(mmproj)), 'projector', 'ERR_PROJECTOR_LOAD', message);
     });
   }
 
@@ -140,12 +114,12 @@ describe('checkGguf on InternVL projectors', () => {
   ];
   for (const [what, keys, tensors, message] of additions) {
     it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
-      await rejects(await write(await rewritten(mmproj.path, keys, tensors)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      await rejectsWithCode(await write(await rewritten(mmproj.path, keys, tensors)), 'projector', 'ERR_PROJECTOR_LOAD', message);
     });
   }
 
   it('a position embedding in f16 is refused (added as it is, in f32 only: scripts/fuzz.mjs found it abort)', async () => {
-    await rejects(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
+    await rejectsWithCode(await write(await retyped(mmproj, 'v.position_embd.weight', GgmlType.F16)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is f16; the position embedding is added to the patches as it is/);
   });
 
   it('passes a tile range that gives no grid when grid pinpoints give the candidates', async () => {

@@ -9,32 +9,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
-import { checkGguf, type GgufRole } from '../../lib/gguf/check';
+import { checkGguf } from '../../lib/gguf/check';
 import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import { MODEL_CACHE } from '../support/models';
 import { GgmlType } from '../../lib/gguf/format';
-import { base, fieldOf, nameAt, patched, renameTensor, retyped, u32, u64, type Base } from './gguf-cases';
-
-async function rejects(file: string, role: GgufRole, code: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(checkGguf(file, role), (error: unknown) => {
-    assert.ok(error instanceof ChainOfSpotError, `expected a ChainOfSpotError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
-
-/** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */
-function swapDims(b: Base, name: string): Buffer {
-  const [first, second] = b.fields.filter((f) => f.kind === 'dim' && f.owner === name);
-  assert.ok(first && second, `${name} has two dimensions`);
-  return patched(b.bytes, [first.offset, u64(b.bytes.readBigUInt64LE(second.offset))], [second.offset, u64(b.bytes.readBigUInt64LE(first.offset))]);
-}
-
-/** `b` with one letter of key `key` changed (its last by default), so that the key is gone. */
-function renameKey(b: Base, key: string): Buffer {
-  return patched(b.bytes, [nameAt(fieldOf(b, 'key_length', key)) + key.length - 1, Buffer.from('#')]);
-}
+import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, swapDims, u32, type Base } from './gguf-cases';
 
 describe('checkGguf on Qwen-VL projectors', () => {
   let dir: string;
@@ -100,19 +79,19 @@ describe('checkGguf on Qwen-VL projectors', () => {
   ];
   for (const [what, file, edit, message] of cases) {
     it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
-      await rejects(await write(edit(file())), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      await rejectsWithCode(await write(edit(file())), 'projector', 'ERR_PROJECTOR_LOAD', message);
     });
   }
 
   // scripts/fuzz.mjs found it: ggml_interpolate asserts an f32 input (the converter forces f32).
   for (const type of [GgmlType.F16, GgmlType.Q8_0]) {
     it(`Qwen3-VL with its position embedding in ${type === GgmlType.F16 ? 'f16' : 'q8_0'} (its resize aborts): ERR_PROJECTOR_LOAD`, async () => {
-      await rejects(await write(await retyped(qwen3, 'v.position_embd.weight', type)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is (f16|q8_0); Qwen3-VL resizes its position embedding, which ggml does in f32 only/);
+      await rejectsWithCode(await write(await retyped(qwen3, 'v.position_embd.weight', type)), 'projector', 'ERR_PROJECTOR_LOAD', /tensor 'v.position_embd.weight' is (f16|q8_0); Qwen3-VL resizes its position embedding, which ggml does in f32 only/);
     });
   }
 
   it('a Qwen3-VL text model whose deepstack reaches its last layer: ERR_MODEL_LOAD', async () => {
     const edited = patched(qwen3Text.bytes, [fieldOf(qwen3Text, 'value', 'qwen3vl.n_deepstack_layers').offset, u32(2)]);
-    await rejects(await write(edited), 'text-model', 'ERR_MODEL_LOAD', /'qwen3vl.n_deepstack_layers' is 2; it must be less than 'qwen3vl.block_count' 2/);
+    await rejectsWithCode(await write(edited), 'text-model', 'ERR_MODEL_LOAD', /'qwen3vl.n_deepstack_layers' is 2; it must be less than 'qwen3vl.block_count' 2/);
   });
 });
