@@ -33,7 +33,9 @@ import {
   TEXT_INIT,
   TokenType,
   ensurePair,
+  gatedFeedForward,
   materialize,
+  outputHead,
   ones,
   scaledWeight,
   tinyVocab,
@@ -218,22 +220,13 @@ function textModelContent(spec: TinyGemma3Spec, seed: number): GgufContent {
       ones(`${p}.attn_k_norm.weight`, t.headDim),
       scaledWeight(`${p}.attn_output.weight`, [qWidth, t.nEmbd], TEXT_INIT.valueOutput),
       ones(`${p}.post_attention_norm.weight`, t.nEmbd),
-      ones(`${p}.ffn_norm.weight`, t.nEmbd),
-      scaledWeight(`${p}.ffn_gate.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward),
-      scaledWeight(`${p}.ffn_up.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward),
-      scaledWeight(`${p}.ffn_down.weight`, [t.nFf, t.nEmbd], TEXT_INIT.feedForward),
+      ...gatedFeedForward(p, t),
       ones(`${p}.post_ffw_norm.weight`, t.nEmbd),
     );
   }
-  recipes.push(ones('output_norm.weight', t.nEmbd), {
-    name: 'output.weight',
-    shape: [t.nEmbd, nVocab],
-    type: GgmlType.F16,
-    // Untied (llama.cpp takes the token embedding when it is absent, as in the published files), so
-    // that the special and byte tokens (ids 0 to 263) get zero logits: generation never ends or opens
-    // a turn or an image on its own, and its output is valid UTF-8, as with tiny-model.ts's pair.
-    init: { kind: 'random', std: 4 / Math.sqrt(t.nEmbd), zeroRows: GEMMA3_SPECIAL_TOKENS.length + 256 },
-  });
+  // Untied (llama.cpp takes the token embedding when it is absent, as in the published files), so
+  // that the special and byte tokens (ids 0 to 263) get zero logits (outputHead).
+  recipes.push(...outputHead(t.nEmbd, nVocab, GEMMA3_SPECIAL_TOKENS.length + 256));
   return { metadata, tensors: recipes.map((r) => materialize(r, seed)) };
 }
 

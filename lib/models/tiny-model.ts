@@ -358,6 +358,29 @@ export const scaledWeight = (name: string, shape: readonly [number, number], gai
 /** A random tensor of standard deviation `std`: values written as f16 or f32, or random quantized blocks of another type. */
 export const weight = (name: string, shape: readonly number[], std = 0.02, type = GgmlType.F16): Recipe =>
   type === GgmlType.F16 || type === GgmlType.F32 ? { name, shape, type, init: { kind: 'random', std } } : { name, shape, type, init: { kind: 'random-blocks', std } };
+/** A layer's gated feed-forward with its norm: `<prefix>.ffn_norm`, `.ffn_gate`, `.ffn_up` and `.ffn_down` (in `down`). */
+export function gatedFeedForward(prefix: string, t: TinyTextSpec, type = GgmlType.F16, down = type): Recipe[] {
+  return [
+    ones(`${prefix}.ffn_norm.weight`, t.nEmbd),
+    scaledWeight(`${prefix}.ffn_gate.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward, type),
+    scaledWeight(`${prefix}.ffn_up.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward, type),
+    scaledWeight(`${prefix}.ffn_down.weight`, [t.nFf, t.nEmbd], TEXT_INIT.feedForward, down),
+  ];
+}
+
+/**
+ * The final norm and an untied output head in f16: logits ~N(0, 4²) for ordinary pieces (the normed
+ * hidden state has unit RMS) but exactly 0 for the first `zeroRows` tokens (the special and byte
+ * tokens): greedy decoding never ends early or opens a turn or an image on its own, sampling almost
+ * never does, and the output is always valid UTF-8.
+ */
+export function outputHead(nEmbd: number, nVocab: number, zeroRows: number): Recipe[] {
+  return [
+    ones('output_norm.weight', nEmbd),
+    { name: 'output.weight', shape: [nEmbd, nVocab], type: GgmlType.F16, init: { kind: 'random', std: 4 / Math.sqrt(nEmbd), zeroRows } },
+  ];
+}
+
 export const ones = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 1 } });
 export const zeros = (name: string, n: number): Recipe => ({ name, shape: [n], type: GgmlType.F32, init: { kind: 'const', value: 0 } });
 
@@ -477,21 +500,11 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
       scaledWeight(`blk.${i}.attn_k.weight`, [t.nEmbd, kvWidth], TEXT_INIT.queryKey, mostly),
       scaledWeight(`blk.${i}.attn_v.weight`, [t.nEmbd, kvWidth], TEXT_INIT.valueOutput, more),
       scaledWeight(`blk.${i}.attn_output.weight`, [t.nEmbd, t.nEmbd], TEXT_INIT.valueOutput, mostly),
-      ones(`blk.${i}.ffn_norm.weight`, t.nEmbd),
-      scaledWeight(`blk.${i}.ffn_gate.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward, mostly),
-      scaledWeight(`blk.${i}.ffn_up.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward, mostly),
-      scaledWeight(`blk.${i}.ffn_down.weight`, [t.nFf, t.nEmbd], TEXT_INIT.feedForward, more),
+      ...gatedFeedForward(`blk.${i}`, t, mostly, more),
     );
   }
-  recipes.push(ones('output_norm.weight', t.nEmbd), quantized ? weight('output.weight', [t.nEmbd, nVocab], 4 / Math.sqrt(t.nEmbd), more) : {
-    name: 'output.weight',
-    shape: [t.nEmbd, nVocab],
-    type: GgmlType.F16,
-    // Logits are ~N(0, 4²) for ordinary pieces (the normed hidden state has unit RMS) but exactly 0
-    // for <unk>, <s>, </s> and the byte tokens: greedy decoding never ends early on </s>, sampling
-    // almost never does, and the output is always valid UTF-8.
-    init: { kind: 'random', std: 4 / Math.sqrt(t.nEmbd), zeroRows: FIRST_NORMAL_ID },
-  });
+  // Unquantized, <unk>, <s>, </s> and the byte tokens get zero logits (outputHead).
+  recipes.push(...(quantized ? [ones('output_norm.weight', t.nEmbd), weight('output.weight', [t.nEmbd, nVocab], 4 / Math.sqrt(t.nEmbd), more)] : outputHead(t.nEmbd, nVocab, FIRST_NORMAL_ID)));
   return { metadata, tensors: recipes.map((r) => materialize(r, seed)) };
 }
 

@@ -32,7 +32,9 @@ import {
   FINGERPRINT_KEY,
   TEXT_INIT,
   ensurePair,
+  gatedFeedForward,
   materialize,
+  outputHead,
   ones,
   scaledWeight,
   weight,
@@ -214,20 +216,11 @@ function textModelContent(spec: TinyQwenVlSpec, seed: number): GgufContent {
         ? [ones(`${p}.attn_q_norm.weight`, headDim), ones(`${p}.attn_k_norm.weight`, headDim)]
         : [zeros(`${p}.attn_q.bias`, t.nEmbd), zeros(`${p}.attn_k.bias`, kvWidth), zeros(`${p}.attn_v.bias`, kvWidth)]),
       scaledWeight(`${p}.attn_output.weight`, [t.nEmbd, t.nEmbd], TEXT_INIT.valueOutput),
-      ones(`${p}.ffn_norm.weight`, t.nEmbd),
-      scaledWeight(`${p}.ffn_gate.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward),
-      scaledWeight(`${p}.ffn_up.weight`, [t.nEmbd, t.nFf], TEXT_INIT.feedForward),
-      scaledWeight(`${p}.ffn_down.weight`, [t.nFf, t.nEmbd], TEXT_INIT.feedForward),
+      ...gatedFeedForward(p, t),
     );
   }
-  recipes.push(ones('output_norm.weight', t.nEmbd), {
-    name: 'output.weight',
-    shape: [t.nEmbd, nVocab],
-    type: GgmlType.F16,
-    // Zero logits for the special tokens (ids 0 to 5): generation never ends or opens a turn or an
-    // image on its own, as with tiny-model.ts's pair.
-    init: { kind: 'random', std: 4 / Math.sqrt(t.nEmbd), zeroRows: QWEN_SPECIAL_TOKENS.length },
-  });
+  // The special tokens (ids 0 to 5) get zero logits (outputHead).
+  recipes.push(...outputHead(t.nEmbd, nVocab, QWEN_SPECIAL_TOKENS.length));
   return { metadata, tensors: recipes.map((r) => materialize(r, seed)) };
 }
 
