@@ -127,6 +127,9 @@ export function chatFamily(shape: ChatFamilyShape): Family {
         throw new ChainOfSpotError('ERR_MODEL_LOAD', `a ${shape.title} model needs a chat template (tokenizer.chat_template) in its GGUF, and this one has none: use a GGUF converted by llama.cpp's tools`);
       }
       const template = new ChatTemplate(facts.chatTemplate, facts.tokens);
+      // Rendered once here, so that a template that cannot render or continue the conversation
+      // fails the load, not the first question.
+      chatPrompts(template, shape, 'What is this?', {});
       const steps = chatRegionSteps(shape, facts);
       return {
         name: shape.name,

@@ -7,6 +7,9 @@
  * Qwen-VL (the frame is the image), whole tiles for InternVL, a centred strip for Gemma 3.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 import { ChainOfSpot } from '../../lib/procedure/chain-of-spot';
 import { ensureTinyLlava } from '../../lib/models/tiny-model';
@@ -18,6 +21,8 @@ import { ChainOfSpotError } from '../../lib/common/errors';
 import { zoomRegion } from '../../lib/image/image';
 import { CONVERSATION_TOLERANCE, maxRelativeDifference } from '../support/logits';
 import { MODEL_CACHE } from '../support/models';
+import { base, rewritten } from '../unit/gguf-cases';
+import { gguf } from '../../lib/gguf/writer';
 
 function gradient(width: number, height: number): { data: Buffer; width: number; height: number; channels: 3 } {
   const data = Buffer.alloc(width * height * 3);
@@ -282,6 +287,20 @@ describe('model families: Chain-of-Spot on the tiny Qwen-VL, InternVL and Gemma 
         assert.ok(error.message.includes(projector.mmproj), error.message);
         return true;
       });
+    }
+  });
+
+  it("a chat template that renders turn one differently once the conversation goes on fails the load (ERR_MODEL_LOAD), not the first question", async () => {
+    const qwen = await ensureTinyQwen25Vl(MODEL_CACHE);
+    // It writes how many messages there are first, so turn one's prompt changes when turn two comes.
+    const rewriting = "{{- messages | length -}}{%- for m in messages -%}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor -%}{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}";
+    const dir = await mkdtemp(path.join(tmpdir(), 'cos-families-'));
+    try {
+      const model = path.join(dir, 'rewriting.gguf');
+      await writeFile(model, await rewritten(await base(qwen.model), { set: [['tokenizer.chat_template', gguf.str(rewriting)]] }));
+      await assert.rejects(ChainOfSpot.load({ model, mmproj: qwen.mmproj, threads: 2 }), (error: unknown) => error instanceof ChainOfSpotError && error.code === 'ERR_MODEL_LOAD' && /renders the first turn differently/.test(error.message));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

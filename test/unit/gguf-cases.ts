@@ -102,26 +102,43 @@ export async function rejectsWithCode(file: string, role: GgufRole, code: string
   });
 }
 
+/** An f32 tensor of `shape`, all `value`. */
+export function constant(name: string, shape: readonly number[], value: number): GgufTensor {
+  return { name, shape, type: GgmlType.F32, data: () => [new Float32Array(shape.reduce((a, d) => a * d, 1)).fill(value)] };
+}
+
 /**
- * `b` rewritten with tensor `name` in `type` (its data zeros of that type's size: a file whose
- * layout holds, with a type the graph may not take).
+ * `b` rewritten by our writer: the keys of `set` replaced where present (else added), tensors of
+ * `retype` in another type (their data zeros of that type's size: the layout holds, the type may
+ * be one the graph cannot take), and `extra` tensors added.
  */
-export async function retyped(b: Base, name: string, type: GgmlType): Promise<Buffer> {
+export async function rewritten(
+  b: Base,
+  edits: { set?: readonly [string, GgufValue][]; retype?: Readonly<Record<string, GgmlType>>; extra?: readonly GgufTensor[] },
+): Promise<Buffer> {
   const header = await readGgufHeader(b.path);
+  const replaced = new Map(edits.set ?? []);
+  const metadata: [string, GgufValue][] = [...[...header.kv].filter(([key]) => !replaced.has(key)), ...replaced];
   const tensors: GgufTensor[] = header.tensors.map((t) => {
-    if (t.name === name) return { name, shape: t.shape, type, data: () => [Buffer.alloc(tensorByteSize(type, t.shape))] };
+    const type = edits.retype?.[t.name];
+    if (type !== undefined) return { name: t.name, shape: t.shape, type, data: () => [Buffer.alloc(tensorByteSize(type, t.shape))] };
     const start = header.dataOffset + t.offset;
     const data = b.bytes.subarray(start, start + tensorByteSize(t.type as GgmlType, t.shape));
     return { name: t.name, shape: t.shape, type: t.type as GgmlType, data: () => [data] };
   });
-  assert.ok(tensors.some((t) => t.name === name), `${b.path} has no tensor ${name}`);
-  const file = path.join(tmpdir(), `cos-retyped-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
+  for (const name of Object.keys(edits.retype ?? {})) assert.ok(header.tensors.some((t) => t.name === name), `${b.path} has no tensor ${name}`);
+  const file = path.join(tmpdir(), `cos-rewritten-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
   try {
-    await writeGguf(file, { metadata: [...header.kv], tensors });
+    await writeGguf(file, { metadata, tensors: [...tensors, ...(edits.extra ?? [])] });
     return await readFile(file);
   } finally {
     await rm(file, { force: true });
   }
+}
+
+/** `b` with tensor `name` in `type` (see {@link rewritten}). */
+export function retyped(b: Base, name: string, type: GgmlType): Promise<Buffer> {
+  return rewritten(b, { retype: { [name]: type } });
 }
 
 // --- other writers' layouts ------------------------------------------------------------------------

@@ -11,33 +11,14 @@ import path from 'node:path';
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf } from '../../lib/gguf/check';
 import { GgmlType, type GgufValue } from '../../lib/gguf/format';
-import { readGgufHeader } from '../../lib/gguf/reader';
-import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
+import { gguf } from '../../lib/gguf/writer';
 import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, setU32, swapDims, u32, type Base } from './gguf-cases';
+import { base, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 /** `b` rewritten with the keys of `set` (replaced where present, else added) and `extra` tensors (0.01 each). */
-async function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [name: string, shape: number[]][] = []): Promise<Buffer> {
-  const header = await readGgufHeader(b.path);
-  const replaced = new Map(set);
-  const metadata: [string, GgufValue][] = [...header.kv].filter(([key]) => !replaced.has(key));
-  metadata.push(...set);
-  const tensors: GgufTensor[] = header.tensors.map((t) => {
-    const start = header.dataOffset + t.offset;
-    const data = b.bytes.subarray(start, start + tensorByteSize(t.type as GgmlType, t.shape));
-    return { name: t.name, shape: t.shape, type: t.type as GgmlType, data: () => [data] };
-  });
-  for (const [name, shape] of extra) {
-    tensors.push({ name, shape, type: GgmlType.F32, data: () => [new Float32Array(shape.reduce((a, d) => a * d, 1)).fill(0.01)] });
-  }
-  const file = path.join(tmpdir(), `cos-gemma3-rebuilt-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
-  try {
-    await writeGguf(file, { metadata, tensors });
-    return (await base(file)).bytes;
-  } finally {
-    await rm(file, { force: true });
-  }
+function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [name: string, shape: number[]][] = []): Promise<Buffer> {
+  return rewritten(b, { set, extra: extra.map(([name, shape]) => constant(name, shape, 0.01)) });
 }
 
 describe('checkGguf on Gemma 3 files', () => {

@@ -4,41 +4,17 @@
  * loader or mtmd's tiling needs is refused with a message naming what is wrong.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf } from '../../lib/gguf/check';
 import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
-import { readGgufHeader } from '../../lib/gguf/reader';
-import { gguf, tensorByteSize, writeGguf, type GgufTensor } from '../../lib/gguf/writer';
+import { gguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { MODEL_CACHE } from '../support/models';
-import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, setU32, swapDims, u32, type Base } from './gguf-cases';
-
-/** An f32 tensor of `shape`, all `value`. */
-function constant(name: string, shape: readonly number[], value: number): GgufTensor {
-  return { name, shape, type: GgmlType.F32, data: () => [new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(value)] };
-}
-
-/** The file at `src` rewritten with `keys` appended and `tensors` added. */
-async function rewritten(src: string, keys: readonly [string, GgufValue][], tensors: readonly GgufTensor[]): Promise<Buffer> {
-  const [header, bytes] = await Promise.all([readGgufHeader(src), readFile(src)]);
-  const kept: GgufTensor[] = header.tensors.map((t) => {
-    const start = header.dataOffset + t.offset;
-    const data = bytes.subarray(start, start + tensorByteSize(t.type as GgmlType, t.shape));
-    return { name: t.name, shape: t.shape, type: t.type as GgmlType, data: () => [data] };
-  });
-  const dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-internvl-rewrite-'));
-  try {
-    const file = path.join(dir, 'rewritten.gguf');
-    await writeGguf(file, { metadata: [...header.kv, ...keys], tensors: [...kept, ...tensors] });
-    return await readFile(file);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+import { base, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 describe('checkGguf on InternVL projectors', () => {
   let dir: string;
@@ -114,7 +90,7 @@ describe('checkGguf on InternVL projectors', () => {
   ];
   for (const [what, keys, tensors, message] of additions) {
     it(`${what}: ERR_PROJECTOR_LOAD`, async () => {
-      await rejectsWithCode(await write(await rewritten(mmproj.path, keys, tensors)), 'projector', 'ERR_PROJECTOR_LOAD', message);
+      await rejectsWithCode(await write(await rewritten(mmproj, { set: keys, extra: tensors })), 'projector', 'ERR_PROJECTOR_LOAD', message);
     });
   }
 
@@ -124,7 +100,7 @@ describe('checkGguf on InternVL projectors', () => {
 
   it('passes a tile range that gives no grid when grid pinpoints give the candidates', async () => {
     const pinpoints = gguf.array(GgufType.INT32, [112, 56, 56, 112]);
-    const withPinpoints = await base(await write(await rewritten(mmproj.path, [['clip.vision.image_grid_pinpoints', pinpoints]], [])));
+    const withPinpoints = await base(await write(await rewritten(mmproj, { set: [['clip.vision.image_grid_pinpoints', pinpoints]] })));
     const file = await write(setU32(withPinpoints, 'clip.vision.preproc_min_tiles', 3));
     assert.equal((await checkGguf(file, 'projector')).projectorOutputWidth, 256);
   });
