@@ -1,5 +1,5 @@
 /**
- * Chain-of-Spot against a llama-server the user already runs (LLaVA-1.5, Qwen2.5-VL or Qwen3-VL):
+ * Chain-of-Spot against a llama-server the user already runs (any family):
  * the same two turns, prompts, box grammar and crop as {@link ChainOfSpot.load}'s local instance,
  * sent to llama-server's `/completion` endpoint as raw prompts with the prepared images (PNG,
  * lossless), turn two in the slot that served turn one so that its prompt cache holds turn one
@@ -22,11 +22,17 @@ import { partImage, renderPrompt, type ChainOfSpotPromptOptions, type Prompt } f
 import type { AskOptions, AskResult, BaselineOptions, BaselineResult, ChainOfSpotLike, FamilyName, OpenedImage, TurnResult } from './types';
 
 /**
- * The families whose box a llama-server's answer can be read in, with their encoders' patch size,
- * which llama-server does not report: their frame is the resize mtmd makes, computed here
- * (Qwen-VL: 14- and 16-pixel patches, merged 2 x 2).
+ * The chat-template families a llama-server runs here, with what their frames need that
+ * llama-server does not report: Qwen-VL's patch size (14 and 16 pixels, merged 2 x 2: the frame
+ * is mtmd's resize, computed here), Gemma 3's encoder side (896 in every released size, the
+ * square mtmd fits an image into; `imageSize` overrides it). InternVL's frame is the image itself.
  */
-const REMOTE_PATCH_SIZE: Partial<Record<FamilyName, number>> = { 'qwen2.5-vl': 14, 'qwen3-vl': 16 };
+const CHAT_FAMILIES: Readonly<Record<Exclude<FamilyName, 'llava-1.5'>, { patchSize: number; imageSize: number }>> = {
+  'qwen2.5-vl': { patchSize: 14, imageSize: 0 },
+  'qwen3-vl': { patchSize: 16, imageSize: 0 },
+  internvl: { patchSize: 14, imageSize: 448 },
+  gemma3: { patchSize: 14, imageSize: 896 },
+};
 
 /** Options of {@link ChainOfSpot.connect}. */
 export interface ConnectOptions extends ChainOfSpotPromptOptions {
@@ -37,7 +43,7 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
   url: string;
   /**
    * The family of the server's model (default `llava-1.5`): llama-server does not tell its
-   * projector's type. `llava-1.5`, `qwen2.5-vl` and `qwen3-vl` run remotely; the others locally only.
+   * projector's type. Every family runs remotely.
    */
   family?: FamilyName;
   /**
@@ -51,8 +57,9 @@ export interface ConnectOptions extends ChainOfSpotPromptOptions {
   /** Sent as `Authorization: Bearer <apiKey>`, for a server started with `--api-key`. */
   apiKey?: string;
   /**
-   * LLaVA-1.5's projector image side in pixels. Default: measured from the server when connecting
-   * (see {@link RemoteChainOfSpot.imageSize}); pass it to skip that request.
+   * The projector's image side in pixels, for LLaVA-1.5 (default: measured from the server when
+   * connecting, see {@link RemoteChainOfSpot.imageSize}; pass it to skip that request) and Gemma 3
+   * (default 896, its encoder's side in every released size).
    */
   imageSize?: number;
   /**
@@ -106,10 +113,10 @@ interface Server {
  *   both images, in the slot that served turn one (`id_slot`): its prompt cache serves everything
  *   up to the end of turn one's answer ({@link RemoteTurnResult.cachedTokens});
  * - a further question on the same image reuses the image's prefix from the same cache;
- * - for Qwen2.5-VL and Qwen3-VL (`family`), the prompts are the chat template's, from the
- *   server's `/props`, the image goes as it is, and the box is read in the frame computed from
- *   mtmd's resize, within the server's token limits (`imageMinTokens`, `imageMaxTokens`: it
- *   reports neither them nor the grid it used).
+ * - for the other families (`family`), the prompts are the chat template's, from the server's
+ *   `/props`, the image goes as it is, and the box is read in the family's frame: for Qwen-VL
+ *   computed from mtmd's resize, within the server's token limits (`imageMinTokens`,
+ *   `imageMaxTokens`: it reports neither them nor the grid it used).
  *
  * What differs from the local instance:
  * - the prompt is a string, which llama-server tokenizes with special tokens parsed: a question
@@ -165,9 +172,6 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
     const reference = booleanOption(options.reference, 'reference', false);
     const named = familyOption(options.family) ?? 'llava-1.5';
     const imageTokens = imageTokenLimits(options.imageMinTokens, options.imageMaxTokens);
-    if (named !== 'llava-1.5' && REMOTE_PATCH_SIZE[named] === undefined) {
-      throw new RangeError(`family ${named} runs locally only (ChainOfSpot.load); connect runs llava-1.5, ${Object.keys(REMOTE_PATCH_SIZE).join(', ')}`);
-    }
     const defaults = promptDefaults(options);
     const signal = signalOption(options.signal);
     if (signal?.aborted) throw abortedError(signal.reason);
@@ -185,7 +189,9 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
         family = LLAVA_15.bind({ chatTemplate: null, tokens: props.tokens, imageSize: size, patchSize: PATCH_SIZE, tokensPerImage: (size / PATCH_SIZE) ** 2, imageTokens });
       } else {
         // These encoders choose their own resolution: no fixed image size, no fixed token count.
-        family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: 0, patchSize: REMOTE_PATCH_SIZE[named]!, tokensPerImage: 0, imageTokens });
+        // No fixed token count here: the server sizes its own context.
+        const { patchSize, imageSize: side } = CHAT_FAMILIES[named];
+        family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: named === 'gemma3' ? (imageSize ?? side) : side, patchSize, tokensPerImage: 0, imageTokens });
       }
       return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, family, maxPixels, defaults, reference);
     } catch (error) {
@@ -205,8 +211,9 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
    * LLaVA-1.5's projector image side in pixels, which images are padded and resized to here. Unless
    * given to {@link ChainOfSpot.connect}, measured when connecting: llama-server's `/props` does
    * not tell it, so the tokens of a small image are counted, (side / 14)² for LLaVA-1.5's 14-pixel
-   * patches (without evaluating it where the server can count them). 0 for the families whose
-   * encoders choose their own resolution.
+   * patches (without evaluating it where the server can count them). For Gemma 3, 896 unless
+   * given; for InternVL, its tile side (448: not used); 0 for Qwen-VL, whose encoders choose
+   * their own resolution.
    */
   get imageSize(): number {
     return this.#family.facts.imageSize;
