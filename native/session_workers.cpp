@@ -149,6 +149,7 @@ class EvaluateImageWorker : public SessionWorker {
     Napi::Object result = Napi::Object::New(env);
     result.Set("position", sequence().Position());
     result.Set("tokens", image_tokens_);
+    result.Set("markerTokens", marker_tokens_);
     Napi::Array grids = Napi::Array::New(env, grids_.size());
     for (size_t i = 0; i < grids_.size(); i++) {
       Napi::Object grid = Napi::Object::New(env);
@@ -179,6 +180,7 @@ class EvaluateImageWorker : public SessionWorker {
         size_t n_tokens = 0;
         const llama_token * tokens = mtmd_input_chunk_get_tokens_text(chunk, &n_tokens);
         DecodeTokens(*state_, seq_id_, std::vector<llama_token>(tokens, tokens + n_tokens), false);
+        marker_tokens_ += static_cast<int32_t>(n_tokens);
         continue;
       }
       const int32_t n_tokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
@@ -214,6 +216,7 @@ class EvaluateImageWorker : public SessionWorker {
   uint32_t width_;
   uint32_t height_;
   int32_t image_tokens_ = 0;
+  int32_t marker_tokens_ = 0;  // the text mtmd puts around the image (<|vision_start|>, <img>...)
   std::vector<std::pair<uint32_t, uint32_t>> grids_;  // width, height in tokens, per image chunk
   double encode_ms_ = 0;
   double decode_ms_ = 0;

@@ -100,6 +100,8 @@ export interface ImageEvaluation {
   position: number;
   /** Tokens the image became. */
   tokens: number;
+  /** Tokens of the text mtmd puts around the image for some models (`<|vision_start|>` and `<|vision_end|>` for Qwen-VL, `<img>` and `</img>` for InternVL); 0 for LLaVA-1.5. */
+  markerTokens: number;
   /**
    * The token grid of each image chunk, for models with 2-D positions (M-RoPE: Qwen-VL), whose
    * tokens are laid out in rows: `width` x `height` tokens, each `patch size x merge` pixels of

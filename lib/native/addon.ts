@@ -50,6 +50,7 @@ export interface NativeEvaluateResult {
 export interface NativeImageResult {
   position: number;
   tokens: number;
+  markerTokens: number;
   grids: { width: number; height: number }[];
   encodeMs: number;
   decodeMs: number;

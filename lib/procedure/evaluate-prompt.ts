@@ -101,7 +101,7 @@ export async function evaluatePrompt(
     }
     first = false;
     const result = await session.evaluateImage(projector, partImage(images, part), { signal: options.signal });
-    stats.tokens += result.tokens;
+    stats.tokens += result.tokens + result.markerTokens;
     stats.imageEncodeMs += result.encodeMs;
     stats.imageDecodeMs += result.decodeMs;
     stats.images.push({ tokens: result.tokens, grid: result.grids[0] });

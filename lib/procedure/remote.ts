@@ -97,6 +97,11 @@ interface Server {
   readonly prefixTokens: Map<string, number>;
   /** Images as llama-server takes them (base64 PNG), encoded once for as long as the image lives. */
   readonly pngs: WeakMap<RgbImage, Promise<string>>;
+  /**
+   * The BOS text a chat template writes first (Gemma 3's `<bos>`), where llama-server puts the BOS
+   * token before every prompt itself: dropped, or the model would see two (as it does not locally).
+   */
+  readonly leadingBos: string | undefined;
 }
 
 /**
@@ -114,7 +119,8 @@ interface Server {
  *   up to the end of turn one's answer ({@link RemoteTurnResult.cachedTokens});
  * - a further question on the same image reuses the image's prefix from the same cache;
  * - for the other families (`family`), the prompts are the chat template's, from the server's
- *   `/props`, the image goes as it is, and the box is read in the family's frame: for Qwen-VL
+ *   `/props` (less a leading BOS text, since llama-server adds the BOS token), the image goes as
+ *   it is, and the box is read in the family's frame: for Qwen-VL
  *   computed from mtmd's resize, within the server's token limits (`imageMinTokens`,
  *   `imageMaxTokens`: it reports neither them nor the grid it used).
  *
@@ -193,7 +199,10 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
         const { patchSize, imageSize: side } = CHAT_FAMILIES[named];
         family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: named === 'gemma3' ? (imageSize ?? side) : side, patchSize, tokensPerImage: 0, imageTokens });
       }
-      return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap() }, family, maxPixels, defaults, reference);
+      // An empty prompt tokenizes to BOS alone where the server adds it.
+      const serverAddsBos = family.facts.tokens.bos !== '' && (await client.countTokens('', true, operation.signal)) > 0;
+      const leadingBos = family.bos || !serverAddsBos ? undefined : family.facts.tokens.bos;
+      return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap(), leadingBos }, family, maxPixels, defaults, reference);
     } catch (error) {
       if (operation.signal.aborted && signal?.aborted) throw abortedError(signal.reason);
       throw error;
@@ -290,7 +299,7 @@ class ServerConversation implements Conversation<RemoteTurnResult> {
     for (const part of prompt) {
       if (part.type === 'image') this.#images.push(await this.#png(partImage(images, part)));
     }
-    const raw = this.#history + this.#raw(prompt);
+    const raw = this.#history === '' ? this.#withoutLeadingBos(this.#raw(prompt)) : this.#history + this.#raw(prompt);
     const answer = await this.#server.client.complete(
       { prompt: raw, images: this.#images, maxTokens: generation.maxTokens, grammar: generation.grammar, slot: this.#slot },
       generation.signal!,
@@ -324,7 +333,7 @@ class ServerConversation implements Conversation<RemoteTurnResult> {
   async prefixReused(signal: AbortSignal | undefined): Promise<boolean> {
     if (this.#opening === undefined || this.#opening.cached === 0) return false;
     const { prompt, cached } = this.#opening;
-    const before = this.#raw(prompt.slice(0, prompt.findIndex((part) => part.type === 'image')));
+    const before = this.#withoutLeadingBos(this.#raw(prompt.slice(0, prompt.findIndex((part) => part.type === 'image'))));
     const { client, prefixTokens } = this.#server;
     let tokens = prefixTokens.get(before);
     if (tokens === undefined) {
@@ -335,6 +344,12 @@ class ServerConversation implements Conversation<RemoteTurnResult> {
   }
 
   /** A prompt as the raw string llama-server tokenizes: the media marker where an image goes. */
+  /** The conversation's first text without the BOS text llama-server adds as a token itself. */
+  #withoutLeadingBos(text: string): string {
+    const bos = this.#server.leadingBos;
+    return bos !== undefined && text.startsWith(bos) ? text.slice(bos.length) : text;
+  }
+
   #raw(prompt: Prompt): string {
     return prompt.map((part) => (part.type === 'image' ? this.#server.mediaMarker : part.type === 'special' ? part.token : part.text)).join('');
   }
