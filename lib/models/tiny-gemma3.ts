@@ -31,16 +31,17 @@ import {
   FILE_TYPE_MOSTLY_F16,
   FINGERPRINT_KEY,
   TEXT_INIT,
-  TokenType,
   ensurePair,
+  familyMmprojKeys,
   gatedFeedForward,
   materialize,
-  outputHead,
   ones,
+  outputHead,
+  pairPaths,
   scaledWeight,
   tinyVocab,
+  TokenType,
   weight,
-  pairPaths,
   zeros,
   type Recipe,
   type TinyLlavaFiles,
@@ -238,22 +239,9 @@ function mmprojContent(spec: TinyGemma3Spec, seed: number): GgufContent {
   const out = spec.text.nEmbd;
   const side = v.imageSize / v.patchSize;
   const metadata: [string, GgufValue][] = [
-    ['general.architecture', gguf.str('clip')],
-    ['general.name', gguf.str(`${spec.name} mmproj (random weights)`)],
-    ['general.file_type', gguf.u32(FILE_TYPE_MOSTLY_F16)],
-    ['clip.has_vision_encoder', gguf.bool(true)],
-    ['clip.projector_type', gguf.str('gemma3')],
-    ['clip.vision.image_size', gguf.u32(v.imageSize)],
-    ['clip.vision.patch_size', gguf.u32(v.patchSize)],
-    ['clip.vision.embedding_length', gguf.u32(E)],
-    ['clip.vision.feed_forward_length', gguf.u32(v.nFf)],
-    // Read as required by clip.cpp, unused by Gemma 3's graph; the converter writes the text width.
-    ['clip.vision.projection_dim', gguf.u32(out)],
-    ['clip.vision.attention.head_count', gguf.u32(v.nHead)],
-    ['clip.vision.attention.layer_norm_epsilon', gguf.f32(v.layerNormEps)],
-    ['clip.vision.block_count', gguf.u32(v.nLayer)],
-    ['clip.vision.image_mean', gguf.array(GgufType.FLOAT32, SIGLIP_IMAGE_MEAN)],
-    ['clip.vision.image_std', gguf.array(GgufType.FLOAT32, SIGLIP_IMAGE_STD)],
+    // The projection width is read as required by clip.cpp, unused by Gemma 3's graph; the
+    // converter writes the text width.
+    ...familyMmprojKeys(spec.name, 'gemma3', v, out, { mean: SIGLIP_IMAGE_MEAN, std: SIGLIP_IMAGE_STD }),
     // SigLIP's feed-forward: GELU (tanh approximation).
     ['clip.use_gelu', gguf.bool(true)],
     [FINGERPRINT_KEY, gguf.str(fingerprint(spec, seed))],

@@ -18,7 +18,7 @@
  * May import: ./tiny-model (the shared weight recipes), ./tiny-bpe-vocab, ./chat-templates, ../gguf.
  */
 
-import { GgmlType, GgufType, type GgufValue } from '../gguf/format';
+import { GgmlType, type GgufValue } from '../gguf/format';
 import { gguf, type GgufContent } from '../gguf/writer';
 import { INTERNVL_TEMPLATE } from './chat-templates';
 import { bpeVocabMetadata, tinyBpeVocab, type TinyBpeVocab } from './tiny-bpe-vocab';
@@ -28,13 +28,14 @@ import {
   FINGERPRINT_KEY,
   TEXT_INIT,
   ensurePair,
+  familyMmprojKeys,
   gatedFeedForward,
   materialize,
-  outputHead,
   ones,
+  outputHead,
+  pairPaths,
   scaledWeight,
   weight,
-  pairPaths,
   zeros,
   type Recipe,
   type TinyLlavaFiles,
@@ -187,21 +188,7 @@ function mmprojContent(spec: TinyInternVlSpec, seed: number): GgufContent {
   const out = spec.text.nEmbd;
   const side = v.imageSize / v.patchSize;
   const metadata: [string, GgufValue][] = [
-    ['general.architecture', gguf.str('clip')],
-    ['general.name', gguf.str(`${spec.name} mmproj (random weights)`)],
-    ['general.file_type', gguf.u32(FILE_TYPE_MOSTLY_F16)],
-    ['clip.has_vision_encoder', gguf.bool(true)],
-    ['clip.projector_type', gguf.str('internvl')],
-    ['clip.vision.image_size', gguf.u32(v.imageSize)],
-    ['clip.vision.patch_size', gguf.u32(v.patchSize)],
-    ['clip.vision.embedding_length', gguf.u32(E)],
-    ['clip.vision.feed_forward_length', gguf.u32(v.nFf)],
-    ['clip.vision.projection_dim', gguf.u32(out)],
-    ['clip.vision.attention.head_count', gguf.u32(v.nHead)],
-    ['clip.vision.attention.layer_norm_epsilon', gguf.f32(v.layerNormEps)],
-    ['clip.vision.block_count', gguf.u32(v.nLayer)],
-    ['clip.vision.image_mean', gguf.array(GgufType.FLOAT32, IMAGENET_MEAN)],
-    ['clip.vision.image_std', gguf.array(GgufType.FLOAT32, IMAGENET_STD)],
+    ...familyMmprojKeys(spec.name, 'internvl', v, out, { mean: IMAGENET_MEAN, std: IMAGENET_STD }),
     // InternViT's `hidden_act` is GELU (clip.cpp's default would be the quick approximation).
     ['clip.use_gelu', gguf.bool(true)],
     ['clip.vision.projector.scale_factor', gguf.u32(v.scaleFactor)],

@@ -513,6 +513,37 @@ function textModelContent(spec: TinyModelSpec, seed: number): GgufContent {
  * The metadata of a LLaVA-1.5 mmproj (CLIP vision encoder, `mlp` projector) with `spec`'s vision
  * shape; `name` is `general.name`. Shared with the trained demo pair (demo-model.ts).
  */
+/**
+ * The vision encoder's keys that clip.cpp reads of every projector, from the image size to the
+ * normalization, in the order the tiny projectors write them.
+ */
+export function clipVisionKeys(v: TinyVisionSpec, projectionDim: number, normalize: { mean: readonly number[]; std: readonly number[] }): [string, GgufValue][] {
+  return [
+    ['clip.vision.image_size', gguf.u32(v.imageSize)],
+    ['clip.vision.patch_size', gguf.u32(v.patchSize)],
+    ['clip.vision.embedding_length', gguf.u32(v.nEmbd)],
+    ['clip.vision.feed_forward_length', gguf.u32(v.nFf)],
+    ['clip.vision.projection_dim', gguf.u32(projectionDim)],
+    ['clip.vision.attention.head_count', gguf.u32(v.nHead)],
+    ['clip.vision.attention.layer_norm_epsilon', gguf.f32(v.layerNormEps)],
+    ['clip.vision.block_count', gguf.u32(v.nLayer)],
+    ['clip.vision.image_mean', gguf.array(GgufType.FLOAT32, normalize.mean)],
+    ['clip.vision.image_std', gguf.array(GgufType.FLOAT32, normalize.std)],
+  ];
+}
+
+/** The head of the other families' tiny projectors: a random-weight f16 vision encoder of `projectorType`, then its {@link clipVisionKeys}. */
+export function familyMmprojKeys(name: string, projectorType: string, v: TinyVisionSpec, projectionDim: number, normalize: { mean: readonly number[]; std: readonly number[] }): [string, GgufValue][] {
+  return [
+    ['general.architecture', gguf.str('clip')],
+    ['general.name', gguf.str(`${name} mmproj (random weights)`)],
+    ['general.file_type', gguf.u32(FILE_TYPE_MOSTLY_F16)],
+    ['clip.has_vision_encoder', gguf.bool(true)],
+    ['clip.projector_type', gguf.str(projectorType)],
+    ...clipVisionKeys(v, projectionDim, normalize),
+  ];
+}
+
 export function llavaMmprojMetadata(spec: TinyModelSpec, name: string): [string, GgufValue][] {
   const v = spec.vision;
   return [
@@ -524,17 +555,9 @@ export function llavaMmprojMetadata(spec: TinyModelSpec, name: string): [string,
     ['general.name', gguf.str(name)],
     ['general.description', gguf.str('image encoder for LLaVA')],
     ['clip.projector_type', gguf.str('mlp')],
-    ['clip.vision.image_size', gguf.u32(v.imageSize)],
-    ['clip.vision.patch_size', gguf.u32(v.patchSize)],
-    ['clip.vision.embedding_length', gguf.u32(v.nEmbd)],
-    ['clip.vision.feed_forward_length', gguf.u32(v.nFf)],
-    // CLIP's own visual projection width; LLaVA drops that layer, so clip.cpp reads but never uses it.
-    ['clip.vision.projection_dim', gguf.u32(v.nEmbd)],
-    ['clip.vision.attention.head_count', gguf.u32(v.nHead)],
-    ['clip.vision.attention.layer_norm_epsilon', gguf.f32(v.layerNormEps)],
-    ['clip.vision.block_count', gguf.u32(v.nLayer)],
-    ['clip.vision.image_mean', gguf.array(GgufType.FLOAT32, CLIP_IMAGE_MEAN)],
-    ['clip.vision.image_std', gguf.array(GgufType.FLOAT32, CLIP_IMAGE_STD)],
+    // The projection width is CLIP's own visual projection's; LLaVA drops that layer, so clip.cpp
+    // reads but never uses it.
+    ...clipVisionKeys(v, v.nEmbd, { mean: CLIP_IMAGE_MEAN, std: CLIP_IMAGE_STD }),
     // false selects quick-GELU, CLIP ViT-L's activation.
     ['clip.use_gelu', gguf.bool(false)],
   ];
