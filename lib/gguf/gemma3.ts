@@ -34,7 +34,7 @@
  */
 import { GgmlType, GgufType } from './format';
 import { GgufFormatError, REDOWNLOAD, type ParsedGgufHeader, type ParsedTensor } from './reader';
-import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, checkTensorType, layerRules, numberValue, type EncoderFacts, type TensorRule } from './llava';
+import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, checkTensorType, encoderNormRules, layerRules, numberValue, type EncoderFacts, type TensorRule } from './llava';
 
 /** The projector type this module has rules for. */
 export const GEMMA3_PROJECTOR_TYPE = 'gemma3';
@@ -151,10 +151,7 @@ export function checkGemma3Projector(parsed: ParsedGgufHeader, tensors: Readonly
     { name: 'v.patch_embd.bias', shape: [E], use: 'optional' },
     // Added to the patches when present (clip.cpp runs without it): one row per patch.
     { name: 'v.position_embd.weight', shape: [E, side * side], use: 'optional' },
-    { name: 'v.pre_ln.weight', shape: [E], use: 'optional' },
-    { name: 'v.pre_ln.bias', shape: [E], use: { with: 'v.pre_ln.weight' } },
-    { name: 'v.post_ln.weight', shape: [E], use: 'optional' },
-    { name: 'v.post_ln.bias', shape: [E], use: { with: 'v.post_ln.weight' } },
+    ...encoderNormRules(E),
   ];
   applyRules(tensors, encoder, new Map(), OWNER);
   checkConvolutionType(tensors.get('v.patch_embd.weight')!);

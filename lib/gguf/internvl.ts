@@ -25,7 +25,7 @@
  * Owns: the InternVL projector rules. May import: ./reader, ./llava and node builtins.
  */
 import { GgufFormatError, REDOWNLOAD, type ParsedGgufHeader, type ParsedTensor } from './reader';
-import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, int32Items, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
+import { applyRules, checkAddedPositionEmbedding, checkConvolutionType, encoderNormRules, int32Items, layerRules, numberValue, shapeText, type EncoderFacts, type TensorRule } from './llava';
 
 /** The projector types this module has rules for. */
 export const INTERNVL_PROJECTOR_TYPES: ReadonlySet<string> = new Set(['internvl']);
@@ -91,10 +91,7 @@ export function checkInternVlProjector(parsed: ParsedGgufHeader, tensors: Readon
     { name: 'v.patch_embd.weight', shape: [P, P, 3, E], use: 'required' },
     { name: 'v.patch_embd.bias', shape: [E], use: 'optional' },
     { name: 'v.class_embd', shape: [E], use: 'required' },
-    { name: 'v.pre_ln.weight', shape: [E], use: 'optional' },
-    { name: 'v.pre_ln.bias', shape: [E], use: { with: 'v.pre_ln.weight' } },
-    { name: 'v.post_ln.weight', shape: [E], use: 'optional' },
-    { name: 'v.post_ln.bias', shape: [E], use: { with: 'v.post_ln.weight' } },
+    ...encoderNormRules(E),
   ];
   applyRules(tensors, encoder, new Map(), OWNER);
   checkConvolutionType(tensors.get('v.patch_embd.weight')!);

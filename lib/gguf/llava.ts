@@ -274,6 +274,13 @@ function encoderRules(E: number, P: number): TensorRule[] {
     { name: 'v.patch_embd.weight', shape: [P, P, 3, E], use: 'required' },
     { name: 'v.patch_embd.bias', shape: [E], use: 'optional' },
     { name: 'v.class_embd', shape: [E], use: 'optional' },
+    ...encoderNormRules(E),
+  ];
+}
+
+/** The encoder's layer norms before and after its layers, each optional, a bias only with its weight. */
+export function encoderNormRules(E: number): TensorRule[] {
+  return [
     { name: 'v.pre_ln.weight', shape: [E], use: 'optional' },
     { name: 'v.pre_ln.bias', shape: [E], use: { with: 'v.pre_ln.weight' } },
     { name: 'v.post_ln.weight', shape: [E], use: 'optional' },
