@@ -11,21 +11,8 @@ import type { Projector } from '../../lib/llama/projector';
 import type { RgbPixels } from '../../lib/llama/session';
 import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { maxRelativeDifference } from '../support/logits';
+import { seededPattern } from '../support/images';
 import { MODEL_CACHE } from '../support/models';
-
-/** A deterministic `width` x `height` RGB image: gradients shifted by `seed`. */
-function pattern(width: number, height: number, seed: number): RgbPixels {
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      data[i] = (x * 3 + seed * 37) % 256;
-      data[i + 1] = (y * 5 + seed * 11) % 256;
-      data[i + 2] = ((x ^ y) + seed * 101) % 256;
-    }
-  }
-  return { data, width, height };
-}
 
 /** `image` pasted into a black `side` x `side` square at row `top`, full width. */
 function inBlackSquare(image: RgbPixels, side: number, top: number): RgbPixels {
@@ -114,7 +101,7 @@ describe('tiny Gemma 3 (SigLIP 224-pixel images in 14-pixel patches, pooled 4 x 
     [90, 300],
   ] as const) {
     it(`a ${width}x${height} image is ${IMAGE_TOKENS} tokens between <start_of_image> and <end_of_image>`, async () => {
-      const { tokens, positions, logits, generated } = await ask(pattern(width, height, 1));
+      const { tokens, positions, logits, generated } = await ask(seededPattern(width, height, 1));
       assert.equal(tokens, IMAGE_TOKENS);
       // mtmd adds one <start_of_image> and one <end_of_image> token (tools/mtmd/mtmd.cpp), no newlines.
       assert.equal(positions, IMAGE_TOKENS + 2);
@@ -127,7 +114,7 @@ describe('tiny Gemma 3 (SigLIP 224-pixel images in 14-pixel patches, pooled 4 x 
 
   it('letterboxes a non-square image: centred on black, not stretched', async () => {
     // 224x112 fits the 224 square at scale 1 (the resize is the identity), centred at row (224 - 112) / 2 = 56.
-    const wide = pattern(224, 112, 3);
+    const wide = seededPattern(224, 112, 3);
     const letterboxed = await ask(wide);
     const boxed = await ask(inBlackSquare(wide, 224, 56));
     const stretched = await ask(rowsDoubled(wide));
@@ -137,9 +124,9 @@ describe('tiny Gemma 3 (SigLIP 224-pixel images in 14-pixel patches, pooled 4 x 
   });
 
   it('two different images give different logits, the same image the same', async () => {
-    const first = await ask(pattern(150, 90, 1));
-    const again = await ask(pattern(150, 90, 1));
-    const other = await ask(pattern(150, 90, 2));
+    const first = await ask(seededPattern(150, 90, 1));
+    const again = await ask(seededPattern(150, 90, 1));
+    const other = await ask(seededPattern(150, 90, 2));
     assert.ok(maxRelativeDifference(first.logits, again.logits) < 1e-4, 'the same image gives the same logits');
     const difference = maxRelativeDifference(first.logits, other.logits);
     assert.ok(difference > 1e-2, `another image changes the logits (by ${difference})`);

@@ -10,21 +10,8 @@ import type { Projector } from '../../lib/llama/projector';
 import type { RgbPixels } from '../../lib/llama/session';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { maxRelativeDifference } from '../support/logits';
+import { seededPattern } from '../support/images';
 import { MODEL_CACHE } from '../support/models';
-
-/** A deterministic `width` x `height` RGB image: gradients shifted by `seed`. */
-function pattern(width: number, height: number, seed: number): RgbPixels {
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      data[i] = (x * 3 + seed * 37) % 256;
-      data[i + 1] = (y * 5 + seed * 11) % 256;
-      data[i + 2] = ((x ^ y) + seed * 101) % 256;
-    }
-  }
-  return { data, width, height };
-}
 
 /**
  * The image token counts, worked out by hand from the pinned preprocessing (tools/mtmd/mtmd-image.cpp,
@@ -88,7 +75,7 @@ describe('tiny InternVL (56-pixel tiles of 4 tokens, 1 to 6 tiles and an overvie
 
   for (const [width, height, expected, why] of COUNTS) {
     it(`a ${width}x${height} image is ${expected} tokens (${why}) between <img> and </img>`, async () => {
-      const { tokens, positions, logits, generated } = await ask(pattern(width, height, 1));
+      const { tokens, positions, logits, generated } = await ask(seededPattern(width, height, 1));
       assert.equal(tokens, expected);
       // mtmd adds `<img>` before and `</img>` after, one special token each in the tiny vocabulary.
       assert.equal(positions, expected + 2);
@@ -100,9 +87,9 @@ describe('tiny InternVL (56-pixel tiles of 4 tokens, 1 to 6 tiles and an overvie
   }
 
   it('two different images give different logits, the same image the same', async () => {
-    const first = await ask(pattern(150, 90, 1));
-    const again = await ask(pattern(150, 90, 1));
-    const other = await ask(pattern(150, 90, 2));
+    const first = await ask(seededPattern(150, 90, 1));
+    const again = await ask(seededPattern(150, 90, 1));
+    const other = await ask(seededPattern(150, 90, 2));
     assert.ok(maxRelativeDifference(first.logits, again.logits) < 1e-4, 'the same image gives the same logits');
     const difference = maxRelativeDifference(first.logits, other.logits);
     assert.ok(difference > 1e-2, `another image changes the logits (by ${difference})`);

@@ -11,21 +11,8 @@ import type { RgbPixels } from '../../lib/llama/session';
 import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import type { TinyLlavaFiles } from '../../lib/models/tiny-model';
 import { maxRelativeDifference } from '../support/logits';
+import { seededPattern } from '../support/images';
 import { MODEL_CACHE } from '../support/models';
-
-/** A deterministic `width` x `height` RGB image: gradients shifted by `seed`. */
-function pattern(width: number, height: number, seed: number): RgbPixels {
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      data[i] = (x * 3 + seed * 37) % 256;
-      data[i + 1] = (y * 5 + seed * 11) % 256;
-      data[i + 2] = ((x ^ y) + seed * 101) % 256;
-    }
-  }
-  return { data, width, height };
-}
 
 /**
  * The image token counts, worked out by hand from the pinned preprocessing (tools/mtmd/mtmd-image.cpp,
@@ -100,7 +87,7 @@ for (const family of FAMILIES) {
 
     for (const [width, height, expected] of family.counts) {
       it(`a ${width}x${height} image is ${expected} tokens`, async () => {
-        const { tokens, logits, generated } = await ask(pattern(width, height, 1));
+        const { tokens, logits, generated } = await ask(seededPattern(width, height, 1));
         assert.equal(tokens, expected);
         assert.equal(logits.length, model.info.vocabSize);
         assert.ok(logits.every(Number.isFinite), 'logits are finite');
@@ -110,9 +97,9 @@ for (const family of FAMILIES) {
     }
 
     it('two different images give different logits, the same image the same', async () => {
-      const first = await ask(pattern(150, 90, 1));
-      const again = await ask(pattern(150, 90, 1));
-      const other = await ask(pattern(150, 90, 2));
+      const first = await ask(seededPattern(150, 90, 1));
+      const again = await ask(seededPattern(150, 90, 1));
+      const other = await ask(seededPattern(150, 90, 2));
       assert.ok(maxRelativeDifference(first.logits, again.logits) < 1e-4, 'the same image gives the same logits');
       const difference = maxRelativeDifference(first.logits, other.logits);
       assert.ok(difference > 1e-2, `another image changes the logits (by ${difference})`);
