@@ -1,6 +1,9 @@
 /** Comparing logits, the numbers a test of a random model can trust (its greedy tokens prove little). */
 import assert from 'node:assert/strict';
 
+import type { RgbPixels } from '../../lib/llama/session';
+import { seededPattern } from './images';
+
 /** The largest difference between two logit vectors, relative to the largest logit of either. */
 export function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -22,3 +25,16 @@ export function maxRelativeDifference(a: Float32Array, b: Float32Array): number 
  * doubled and </s> left out (same length), differs by 2.5e-2; a token dropped, by 3.9e-1.
  */
 export const CONVERSATION_TOLERANCE = 1e-2;
+
+/**
+ * That the logits after an image depend on it: the same image twice gives the same logits (within
+ * 1e-4), another image of the same size other logits (by more than 1e-2).
+ */
+export async function assertLogitsFollowTheImage(logitsAfter: (image: RgbPixels) => Promise<Float32Array>): Promise<void> {
+  const first = await logitsAfter(seededPattern(150, 90, 1));
+  const again = await logitsAfter(seededPattern(150, 90, 1));
+  const other = await logitsAfter(seededPattern(150, 90, 2));
+  assert.ok(maxRelativeDifference(first, again) < 1e-4, 'the same image gives the same logits');
+  const difference = maxRelativeDifference(first, other);
+  assert.ok(difference > 1e-2, `another image changes the logits (by ${difference})`);
+}
