@@ -5,14 +5,12 @@
  * Needs the native addon and the tiny models.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import type { GgufRole } from '../../lib/gguf/check';
 import { assertExited, describeChild, resultOf, runScript } from '../support/child';
 import { tinyLlavaFast } from '../support/models';
-import { base, CRASHING, FOREIGN_LAYOUTS, writeForeignMmproj, type Base, type BaseName } from '../unit/gguf-cases';
+import { base, caseFolder, CRASHING, FOREIGN_LAYOUTS, writeForeignMmproj, type Base, type BaseName } from '../unit/gguf-cases';
 
 /**
  * Child script: loads each case through Model.load / Model.loadProjector and uses what loads
@@ -64,28 +62,20 @@ interface Outcome {
 }
 
 describe('GGUF files that crashed llama.cpp, loaded in child processes', () => {
-  let dir: string;
+  const { path: folder, write } = caseFolder('cos-gguf-crash-');
   let model: string;
   const bases = new Map<BaseName, Base>();
-  let counter = 0;
-  const write = async (bytes: Buffer): Promise<string> => {
-    const file = path.join(dir, `case-${counter++}.gguf`);
-    await writeFile(file, bytes);
-    return file;
-  };
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-crash-'));
     const pair = await tinyLlavaFast();
     model = pair.model;
     bases.set('model', await base(pair.model)).set('mmproj', await base(pair.mmproj));
     for (const layout of FOREIGN_LAYOUTS) {
-      const file = path.join(dir, `${layout}-mmproj.gguf`);
+      const file = path.join(folder(), `${layout}-mmproj.gguf`);
       await writeForeignMmproj(pair.mmproj, file, layout);
       bases.set(layout, await base(file));
     }
   });
-  after(async () => rm(dir, { recursive: true, force: true }));
 
   it("the mmproj in other writers' layouts loads and encodes an image", async function () {
     this.timeout(120_000);

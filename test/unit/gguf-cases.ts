@@ -9,7 +9,7 @@
  * Holds no tests itself (mocha loads it and finds none).
  */
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -73,6 +73,27 @@ export function nameAt(lengthField: GgufField): number {
 /** `bytes` with one byte of tensor `name`'s name changed to `to` (at `index`, default its last). */
 export function renameTensor(b: Base, name: string, to: string, index = name.length - 1): Buffer {
   return patched(b.bytes, [nameAt(fieldOf(b, 'tensor_name_length', name)) + index, Buffer.from(to, 'latin1')]);
+}
+
+/**
+ * For one describe block: a scratch folder, made before its tests and removed after them
+ * (`path()`), and `write`, which writes the next case file there and gives its path.
+ */
+export function caseFolder(prefix: string): { path: () => string; write: (bytes: Buffer) => Promise<string> } {
+  let dir = '';
+  let counter = 0;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), prefix));
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+  return {
+    path: () => dir,
+    write: async (bytes) => {
+      const file = path.join(dir, `case-${counter++}.gguf`);
+      await writeFile(file, bytes);
+      return file;
+    },
+  };
 }
 
 /** `b` with tensor `name`'s first two dimensions swapped: the same size, another shape. */

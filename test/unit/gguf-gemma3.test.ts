@@ -4,9 +4,6 @@
  * refused with a message naming what is wrong, while edits llama.cpp loads pass.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf } from '../../lib/gguf/check';
@@ -14,7 +11,7 @@ import { GgmlType, type GgufValue } from '../../lib/gguf/format';
 import { gguf } from '../../lib/gguf/writer';
 import { ensureTinyGemma3 } from '../../lib/models/tiny-gemma3';
 import { MODEL_CACHE } from '../support/models';
-import { base, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
+import { base, caseFolder, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 /** `b` rewritten with the keys of `set` (replaced where present, else added) and `extra` tensors (0.01 each). */
 function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [name: string, shape: number[]][] = []): Promise<Buffer> {
@@ -22,23 +19,15 @@ function rebuilt(b: Base, set: readonly [string, GgufValue][], extra: readonly [
 }
 
 describe('checkGguf on Gemma 3 files', () => {
-  let dir: string;
+  const { write } = caseFolder('cos-gguf-gemma3-');
   let mmproj: Base;
   let text: Base;
-  let counter = 0;
-  const write = async (bytes: Buffer): Promise<string> => {
-    const file = path.join(dir, `case-${counter++}.gguf`);
-    await writeFile(file, bytes);
-    return file;
-  };
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-gemma3-'));
     const files = await ensureTinyGemma3(MODEL_CACHE);
     mmproj = await base(files.mmproj);
     text = await base(files.model);
   });
-  after(async () => rm(dir, { recursive: true, force: true }));
 
   describe('the projector', () => {
     it('passes the tiny projector, giving 256 values (mm.input_projection.weight is [256, 64]) per token', async () => {

@@ -4,9 +4,6 @@
  * loader or mtmd's tiling needs is refused with a message naming what is wrong.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf } from '../../lib/gguf/check';
@@ -14,26 +11,18 @@ import { GgmlType, GgufType, type GgufValue } from '../../lib/gguf/format';
 import { gguf, type GgufTensor } from '../../lib/gguf/writer';
 import { ensureTinyInternVl } from '../../lib/models/tiny-internvl';
 import { MODEL_CACHE } from '../support/models';
-import { base, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
+import { base, caseFolder, constant, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, rewritten, setU32, swapDims, u32, type Base } from './gguf-cases';
 
 describe('checkGguf on InternVL projectors', () => {
-  let dir: string;
+  const { write } = caseFolder('cos-gguf-internvl-');
   let mmproj: Base;
   let text: string;
-  let counter = 0;
-  const write = async (bytes: Buffer): Promise<string> => {
-    const file = path.join(dir, `case-${counter++}.gguf`);
-    await writeFile(file, bytes);
-    return file;
-  };
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-internvl-'));
     const files = await ensureTinyInternVl(MODEL_CACHE);
     mmproj = await base(files.mmproj);
     text = files.model;
   });
-  after(async () => rm(dir, { recursive: true, force: true }));
 
   it('passes the tiny projector, which gives the text width (256) per token', async () => {
     const summary = await checkGguf(mmproj.path, 'projector');

@@ -4,37 +4,26 @@
  * refused with a message naming what is wrong.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 
 import { ChainOfSpotError } from '../../lib/common/errors';
 import { checkGguf } from '../../lib/gguf/check';
 import { ensureTinyQwen25Vl, ensureTinyQwen3Vl } from '../../lib/models/tiny-qwen-vl';
 import { MODEL_CACHE } from '../support/models';
 import { GgmlType } from '../../lib/gguf/format';
-import { base, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, swapDims, u32, type Base } from './gguf-cases';
+import { base, caseFolder, fieldOf, patched, rejectsWithCode, renameKey, renameTensor, retyped, swapDims, u32, type Base } from './gguf-cases';
 
 describe('checkGguf on Qwen-VL projectors', () => {
-  let dir: string;
+  const { write } = caseFolder('cos-gguf-qwen-');
   let qwen25: Base;
   let qwen3: Base;
   let qwen3Text: Base;
-  let counter = 0;
-  const write = async (bytes: Buffer): Promise<string> => {
-    const file = path.join(dir, `case-${counter++}.gguf`);
-    await writeFile(file, bytes);
-    return file;
-  };
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'cos-gguf-qwen-'));
     const [a, b] = await Promise.all([ensureTinyQwen25Vl(MODEL_CACHE), ensureTinyQwen3Vl(MODEL_CACHE)]);
     qwen25 = await base(a.mmproj);
     qwen3 = await base(b.mmproj);
     qwen3Text = await base(b.model);
   });
-  after(async () => rm(dir, { recursive: true, force: true }));
 
   it('passes the tiny projectors, with their output widths (Qwen3-VL: 256 for the merger and 256 for its deepstack merger)', async () => {
     const a = await checkGguf(qwen25.path, 'projector');
