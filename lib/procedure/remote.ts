@@ -199,9 +199,9 @@ export class RemoteChainOfSpot implements ChainOfSpotLike {
         const { patchSize, imageSize: side } = CHAT_FAMILIES[named];
         family = FAMILIES[named].bind({ chatTemplate: props.chatTemplate, tokens: props.tokens, imageSize: named === 'gemma3' ? (imageSize ?? side) : side, patchSize, tokensPerImage: 0, imageTokens });
       }
-      // An empty prompt tokenizes to BOS alone where the server adds it.
-      const serverAddsBos = family.facts.tokens.bos !== '' && (await client.countTokens('', true, operation.signal)) > 0;
-      const leadingBos = family.bos || !serverAddsBos ? undefined : family.facts.tokens.bos;
+      // Only for a template that may write BOS itself; an empty prompt tokenizes to BOS alone where the server adds it.
+      const { bos } = family.facts.tokens;
+      const leadingBos = !family.bos && bos !== '' && (await client.countTokens('', true, operation.signal)) > 0 ? bos : undefined;
       return new RemoteChainOfSpot({ client, mediaMarker, prefixTokens: new Map(), pngs: new WeakMap(), leadingBos }, family, maxPixels, defaults, reference);
     } catch (error) {
       if (operation.signal.aborted && signal?.aborted) throw abortedError(signal.reason);
